@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` and `make test`.
+# Each creates .venv and installs the project into it from scratch.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/framebus demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]' || true
+	$(BIN)/framebus bench
+
+bench-quick: $(STAMP)
+	$(BIN)/framebus bench --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""framebus: a zero-copy shared-memory frame bus for Linux."""
