@@ -1,1 +1,20 @@
-"""framebus: a zero-copy shared-memory frame bus for Linux."""
+"""framebus: a zero-copy shared-memory frame bus for Linux.
+
+One producer process owns the frame buffers; any number of consumer processes
+see each frame as a read-only numpy array in shared memory. See DESIGN.md.
+"""
+
+from .buffers import Buffer, BufferPool, BufferTable, Plane
+from .consumer import Consumer
+from .errors import (FramebusError, NoProducer, PermissionDenied, ProducerGone,
+                     ProducerRefusedConnection, ProtocolError, Refused, Timeout)
+from .formats import PIXEL_FORMATS, FrameFormat
+from .frame import Frame
+from .producer import Producer
+
+__all__ = [
+    "Buffer", "BufferPool", "BufferTable", "Consumer", "Frame", "FrameFormat", "FramebusError",
+    "NoProducer", "PIXEL_FORMATS", "PermissionDenied", "Plane", "Producer", "ProducerGone",
+    "ProducerRefusedConnection", "ProtocolError", "Refused", "Timeout",
+]
+__version__ = "0.1.0"

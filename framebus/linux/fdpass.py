@@ -1,0 +1,82 @@
+"""Passing file descriptors over Unix sockets (unix(7): SCM_RIGHTS, SO_PEERCRED).
+
+`socket.recv_fds` ignores its flags and leaves received fds inheritable, so
+this module calls `recvmsg` itself with ``MSG_CMSG_CLOEXEC`` and refuses a
+message whose control data was truncated (``MSG_CTRUNC``: some fds were lost).
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+import struct
+from typing import NamedTuple
+
+MAX_FDS = 253  # SCM_MAX_FD: the most fds one message can carry
+
+
+class Credentials(NamedTuple):
+    """The peer's process credentials, as the kernel recorded them at connect()."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+_UCRED = struct.Struct("3i")
+
+
+def peer_credentials(sock: socket.socket) -> Credentials:
+    """The credentials of the process at the other end of a connected socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    return Credentials(*_UCRED.unpack(raw))
+
+
+def send_with_fds(sock: socket.socket, data: bytes, fds: list[int]) -> None:
+    """Send one message with `fds` attached (at most MAX_FDS)."""
+    if len(fds) > MAX_FDS:
+        raise ValueError(f"{len(fds)} fds exceed the {MAX_FDS} one message can carry")
+    ancillary = []
+    if fds:
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+    sent = sock.sendmsg([data], ancillary)
+    if sent != len(data):
+        raise OSError(f"short send on a SOCK_SEQPACKET socket ({sent} of {len(data)} bytes)")
+
+
+class TruncatedMessage(OSError):
+    """A message or its fd list did not fit the receive buffers."""
+
+
+def recv_with_fds(sock: socket.socket, bufsize: int, max_fds: int) -> tuple[bytes, list[int]]:
+    """Receive one message and the fds attached to it, close-on-exec.
+
+    Raises `TruncatedMessage` (after closing whatever fds did arrive) when the
+    data or the fd list was cut short. Returns ``(b"", [])`` at EOF.
+    """
+    data, ancdata, flags, _ = sock.recvmsg(
+        bufsize, socket.CMSG_SPACE(max_fds * 4), socket.MSG_CMSG_CLOEXEC)
+    fds = _fds_from(ancdata)
+    if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
+        close_all(fds)
+        what = "fd list" if flags & socket.MSG_CTRUNC else "message"
+        raise TruncatedMessage(f"received {what} was truncated")
+    return data, fds
+
+
+def _fds_from(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    fds = array.array("i")
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    return list(fds)
+
+
+def close_all(fds: list[int]) -> None:
+    """Close every fd in `fds`, ignoring ones already closed."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -1,0 +1,543 @@
+"""The producer side of the bus: owns the buffers, hands out leases.
+
+`Producer` is what a program that makes frames uses: `acquire()` a buffer
+nobody holds, fill it, `publish()` it. Behind it one I/O thread serves the
+control socket (handshakes, consumers going away) and the zmq ROUTER (credits
+and releases) and revokes leases past their deadline.
+
+Threading: every piece of bus state is guarded by one condition variable. The
+ROUTER is used from the caller's thread (publish sends FRAMEs directly, for
+latency) and from the I/O thread, always under that lock. zmq's notification
+fd is edge-like: after any send or receive the socket's EVENTS must be checked
+before sleeping on the fd again, so whoever touches the ROUTER drains it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import zmq
+
+from . import endpoint, protocol
+from .access import AccessPolicy
+from .buffers import Buffer, BufferPool
+from .errors import FramebusError, ProtocolError, Timeout
+from .formats import FrameFormat
+from .leases import LeaseTable, Release
+from .linux import fdpass
+from .linux.fdpass import Credentials
+from .ratelimit import RateLimitedLog
+from .status import StatusBoard
+from .subscriber import LATEST, POLICIES, QUEUE, Subscriber
+
+log = logging.getLogger("framebus.producer")
+
+_MAX_ERRORS = 100  # protocol errors before a consumer is disconnected
+_POLL_IN = select.POLLIN | select.POLLPRI
+_POLL_END = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+@dataclass
+class _Handshake:
+    """A connection that got HELLO and has not yet sent ATTACH."""
+
+    conn: socket.socket
+    peer: Credentials
+    token: bytes
+    deadline: float
+
+
+class Producer:
+    """A frame bus at a Unix socket path, serving any number of consumers.
+
+    Args:
+        path: where consumers connect (the control socket).
+        fmt: the stream format.
+        buffers: how many frame buffers to allocate (ignored with `pool`).
+        pool: buffers made elsewhere (a driver's exported DMA-BUFs, say).
+        lease_timeout: seconds a consumer may hold a frame before its lease
+            may be revoked.
+        reserve: buffers never promised to consumers' quotas, so the producer
+            (or a camera driver's queue) can always get one.
+        live: for a live source, a full `queue` consumer loses frames; for a
+            source that is not live, `acquire()` waits for it instead.
+        mode, group: the control socket's file mode and group.
+        allow_uids, allow_gids: peers admitted besides the producer's own uid
+            and root.
+        max_consumers: consumers attached at once, beyond which newcomers are
+            refused.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fmt: FrameFormat, buffers: int = 8, *,
+                 pool: BufferPool | None = None, lease_timeout: float = 1.0, reserve: int = 2,
+                 live: bool = True, mode: int = 0o660, group: int | None = None,
+                 allow_uids: Iterable[int] = (), allow_gids: Iterable[int] = (),
+                 max_consumers: int = 64, handshake_timeout: float = 5.0) -> None:
+        self.path = os.fspath(path)
+        self.format = fmt
+        self.lease_timeout = lease_timeout
+        self._access = AccessPolicy.default(allow_uids, allow_gids)
+        self._live = live
+        self._max_consumers = max_consumers
+        self._handshake_timeout = handshake_timeout
+        self._cond = threading.Condition()
+        self._closed = False
+        self._session = secrets.randbits(63) | 1
+        self._next_seq = 1
+        self._newest: int | None = None  # buffer holding the newest published frame
+        self._frames: dict[int, tuple[int, int, int]] = {}  # index -> (seq, ts, bytesused)
+        self._subs: dict[bytes, Subscriber] = {}  # by token
+        self._conns: dict[int, Subscriber] = {}  # by control fd
+        self._handshakes: dict[int, _Handshake] = {}
+        self._next_id = 1
+        self._counters = {"published": 0, "reclaimed": 0, "revoked": 0, "refused": 0,
+                          "unknown_peer": 0, "errors": 0}
+        self._started = time.monotonic()
+        self._rate_log = RateLimitedLog(log)
+        self._pool: BufferPool | None = None
+        self._status: StatusBoard | None = None
+        self._ctx: zmq.Context | None = None
+        self._router: zmq.Socket | None = None
+        self._dir: endpoint.PrivateDir | None = None
+        self._listener: socket.socket | None = None
+        self._inode = -1
+        self._wake = (-1, -1)
+        self._thread: threading.Thread | None = None
+        try:
+            if not 0 <= reserve < (len(pool) if pool else buffers):
+                raise FramebusError(f"reserve {reserve} leaves no buffer for consumers")
+            self._pool = pool or BufferPool.allocate(
+                fmt, buffers, name=f"framebus:{os.path.basename(self.path)}")
+            self._reserve = reserve
+            self._leases = LeaseTable(len(self._pool))
+            self._status = StatusBoard.create(len(self._pool), self._session)
+            self._listener = endpoint.listen(self.path, mode, group)
+            self._inode = os.lstat(self.path).st_ino
+            self._dir = endpoint.PrivateDir(self.path, mode, group)
+            self._ctx = zmq.Context(io_threads=1)
+            self._router = self._ctx.socket(zmq.ROUTER)
+            self._router.setsockopt(zmq.LINGER, 0)
+            self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown peer: error, not silence
+            self._router.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_ZMQ_MESSAGE)
+            self._router.setsockopt(zmq.SNDHWM, 1024)
+            self._router.setsockopt(zmq.RCVHWM, 4096)
+            self._router.bind(self._dir.endpoint)
+            self._dir.restrict_endpoint()
+            self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            self._thread = threading.Thread(target=self._serve, name="framebus-producer", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ API
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def buffers(self) -> list[Buffer]:
+        """Every buffer of the pool (write only into one you `acquire()`d)."""
+        return self._pool.buffers if self._pool else []
+
+    def acquire(self, timeout: float | None = None) -> Buffer:
+        """A buffer that no consumer holds, writable, for the next frame.
+
+        Raises `framebus.Timeout` (a `TimeoutError`) if none is free within
+        `timeout` seconds (None waits for ever).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                self._check_open()
+                index = None if self._backpressured() else self._leases.start_writing()
+                if index is not None:
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise Timeout(f"no free buffer within {timeout} s "
+                                  f"({self._leases.leased_count()} of {len(self._pool)} leased)")
+                self._cond.wait(remaining)
+            # The board says "being rewritten" before the caller changes a
+            # pixel, so a consumer that reads and then checks valid() is safe.
+            self._status.invalidate(index)
+            self._frames.pop(index, None)
+            if index == self._newest:
+                self._newest = None
+            return self._pool.buffers[index]
+
+    def publish(self, buffer: Buffer, timestamp_ns: int | None = None,
+                bytesused: int | None = None) -> int:
+        """Announce the frame in `buffer` to consumers; returns its sequence number.
+
+        `timestamp_ns` is CLOCK_MONOTONIC (default: now); `bytesused`
+        defaults to the whole frame (set it for MJPG).
+        """
+        stamp = time.monotonic_ns() if timestamp_ns is None else timestamp_ns
+        used = self.format.sizeimage if bytesused is None else bytesused
+        if not 0 < used <= self.format.sizeimage:
+            raise FramebusError(f"bytesused {used} out of range (1..{self.format.sizeimage})")
+        with self._cond:
+            self._check_open()
+            index = self._own(buffer)
+            seq = self._next_seq
+            self._next_seq += 1
+            self._leases.published(index, seq)
+            self._frames[index] = (seq, stamp, used)
+            self._newest = index
+            self._status.published(index, seq)
+            self._counters["published"] += 1
+            for sub in self._subs.values():
+                if sub.wants_frame(self._leases.held(sub.id)):
+                    self._deliver(sub, index)
+            self._drain_bus()
+        return seq
+
+    def discard(self, buffer: Buffer) -> None:
+        """Give back an acquired buffer without publishing it."""
+        with self._cond:
+            self._check_open()
+            self._leases.abandon(self._own(buffer))
+            self._cond.notify_all()
+
+    def stats(self) -> dict[str, object]:
+        """What `framebus status` shows: the producer's counters and every consumer."""
+        with self._cond:
+            return self._report()
+
+    def close(self, reason: str = "producer shut down") -> None:
+        """Tell every consumer goodbye, stop serving and free everything.
+
+        Safe from any state and more than once.
+        """
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._bye_reason = reason
+            self._cond.notify_all()
+        if self._thread is not None:
+            os.write(self._wake[1], b"x")
+            self._thread.join()
+        if self._router is not None:
+            self._router.close(linger=0)
+        if self._ctx is not None:
+            self._ctx.term()
+        if self._listener is not None:
+            self._listener.close()
+            endpoint.unlink_if_ours(self.path, self._inode)
+        if self._dir is not None:
+            self._dir.close()
+        for fd in self._wake:
+            if fd >= 0:
+                os.close(fd)
+        if self._status is not None:
+            self._status.close()
+        if self._pool is not None:
+            self._pool.close()
+
+    # ------------------------------------------------------------ internals
+    def _check_open(self) -> None:
+        if self._closed:
+            raise FramebusError("producer is closed")
+
+    def _own(self, buffer: Buffer) -> int:
+        index = buffer.index
+        if not (0 <= index < len(self._pool) and self._pool.buffers[index] is buffer
+                and self._leases.writing[index]):
+            raise FramebusError(f"{buffer!r} was not acquired from this producer")
+        return index
+
+    def _backpressured(self) -> bool:
+        """A source that is not live waits for full `queue` consumers."""
+        return not self._live and any(
+            s.policy == QUEUE and s.connected and self._leases.held(s.id) >= s.depth
+            for s in self._subs.values())
+
+    def _deliver(self, sub: Subscriber, index: int) -> None:
+        seq, stamp, used = self._frames[index]
+        try:
+            self._router.send_multipart(
+                [sub.token, protocol.FRAME.encode(seq, index, stamp, used)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # EAGAIN: its queue is full; EHOSTUNREACH: gone
+            self._rate_log.warning(sub.name, "cannot send to %s: %s", sub.name, exc.strerror)
+            return
+        self._leases.grant(sub.id, index, time.monotonic() + self.lease_timeout)
+        sub.delivered_frame(seq)
+
+    # The I/O thread ------------------------------------------------------
+    def _serve(self) -> None:
+        poller = select.poll()
+        zmq_fd = self._router.getsockopt(zmq.FD)
+        listen_fd = self._listener.fileno()
+        for fd in (listen_fd, zmq_fd, self._wake[0]):
+            poller.register(fd, select.POLLIN)
+        while True:
+            with self._cond:
+                timeout = self._poll_timeout()
+            events = poller.poll(timeout)
+            with self._cond:
+                if self._closed:
+                    break
+                for fd, mask in events:
+                    if fd == listen_fd:
+                        self._accept(poller)
+                    elif fd == self._wake[0]:
+                        _drain_pipe(fd)
+                    elif fd in self._handshakes:
+                        self._on_attach(poller, self._handshakes.pop(fd))
+                    elif fd in self._conns:
+                        self._on_control(poller, self._conns[fd], mask)
+                self._drain_bus()
+                self._expire(poller)
+                self._cond.notify_all()
+        with self._cond:
+            self._hang_up_all(poller)
+
+    def _poll_timeout(self) -> int | None:
+        deadlines = [h.deadline for h in self._handshakes.values()]
+        lease_deadline = self._leases.next_deadline()
+        if lease_deadline is not None:
+            deadlines.append(lease_deadline)
+        if not deadlines:
+            return None
+        return max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
+
+    def _accept(self, poller: select.poll) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: keep serving the others
+                self._rate_log.warning("accept", "accept failed: %s", exc)
+                return
+            self._greet(poller, conn)
+
+    def _greet(self, poller: select.poll, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        peer = fdpass.peer_credentials(conn)
+        if not self._access.admits(peer):
+            self._refuse(conn, "credentials", self._access.refusal(peer))
+            return
+        if len(self._subs) + len(self._handshakes) >= self._max_consumers:
+            self._refuse(conn, "limit", f"the producer serves its maximum of "
+                                        f"{self._max_consumers} consumers")
+            return
+        token = b"F" + secrets.token_bytes(15)  # a zmq routing id may not start with 0
+        hello = protocol.HELLO.encode(
+            protocol.VERSION, self._session, self.format.to_wire(), self._pool.table.to_wire(),
+            self._dir.endpoint, token, int(self.lease_timeout * 1000))
+        try:
+            fdpass.send_with_fds(conn, hello, [*self._pool.fds, self._status.fd])
+        except OSError as exc:
+            log.info("handshake with pid %d failed: %s", peer.pid, exc)
+            conn.close()
+            return
+        self._handshakes[conn.fileno()] = _Handshake(
+            conn, peer, token, time.monotonic() + self._handshake_timeout)
+        poller.register(conn, _POLL_IN)
+
+    def _refuse(self, conn: socket.socket, code: str, reason: str) -> None:
+        self._counters["refused"] += 1
+        self._rate_log.warning(code, "refused a consumer: %s", reason)
+        try:
+            conn.send(protocol.REFUSE.encode(code, reason))
+        except OSError:
+            pass
+        conn.close()
+
+    def _on_attach(self, poller: select.poll, hs: _Handshake) -> None:
+        poller.unregister(hs.conn)
+        try:
+            # No fds are expected from a client: any it attaches are refused.
+            data, _ = fdpass.recv_with_fds(hs.conn, protocol.MAX_CONTROL_MESSAGE, 0)
+            if not data:
+                raise ProtocolError("closed the connection during the handshake")
+            role, name, policy, max_held, depth = protocol.expect(
+                data, protocol.ATTACH, protocol.CONTROL, protocol.MAX_CONTROL_MESSAGE)
+        except (OSError, ProtocolError) as exc:
+            self._counters["errors"] += 1
+            self._refuse(hs.conn, "protocol", f"bad ATTACH: {exc}")
+            return
+        if role == "status":
+            try:
+                hs.conn.send(protocol.STATUS.encode(self._report()))
+            except OSError:
+                pass
+            hs.conn.close()
+            return
+        problem = self._admission_problem(role, policy, max_held, depth)
+        if problem:
+            self._refuse(hs.conn, *problem)
+            return
+        sub = Subscriber(self._next_id, hs.token, name or f"pid{hs.peer.pid}", hs.peer,
+                         policy, max_held, max(depth, max_held), hs.conn)
+        self._next_id += 1
+        try:
+            hs.conn.send(protocol.ACCEPT.encode())
+        except OSError:
+            hs.conn.close()
+            return
+        self._leases.add_holder(sub.id)
+        self._subs[sub.token] = sub
+        self._conns[hs.conn.fileno()] = sub
+        poller.register(hs.conn, _POLL_IN)
+        log.info("consumer %r attached (pid %d, uid %d, %s, holds up to %d)",
+                 sub.name, sub.peer.pid, sub.peer.uid, policy, sub.quota)
+
+    def _admission_problem(self, role: str, policy: str, max_held: int,
+                           depth: int) -> tuple[str, str] | None:
+        if role != "consumer":
+            return "protocol", f"unknown role {role!r}"
+        if policy not in POLICIES:
+            return "protocol", f"unknown policy {policy!r} (known: {', '.join(POLICIES)})"
+        if max_held < 1:
+            return "protocol", "max_held must be at least 1"
+        quota = max_held if policy == LATEST else max(depth, max_held)
+        promised = sum(s.quota for s in self._subs.values())
+        available = len(self._pool) - self._reserve
+        if promised + quota > available:
+            return "buffers", (
+                f"not enough buffers: {available - promised} of {available} left for leases, "
+                f"this consumer asks for {quota}; lower max_held/depth or start the producer "
+                f"with more buffers (--buffers)")
+        return None
+
+    def _on_control(self, poller: select.poll, sub: Subscriber, mask: int) -> None:
+        # After ATTACH a consumer says nothing on the control socket; its EOF
+        # (whatever killed it) is how we learn it is gone.
+        try:
+            data = sub.conn.recv(protocol.MAX_CONTROL_MESSAGE) if mask & _POLL_IN else b""
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._counters["errors"] += 1
+            self._drop(poller, sub, "sent data on the control socket after ATTACH",
+                       bye="protocol error: nothing may be sent after ATTACH")
+        else:
+            self._drop(poller, sub, "disconnected")
+
+    def _drop(self, poller: select.poll, sub: Subscriber, why: str, bye: str | None = None) -> None:
+        if bye is not None:
+            _send_quietly(sub.conn, protocol.BYE.encode(bye))
+        poller.unregister(sub.conn)
+        del self._conns[sub.conn.fileno()]
+        sub.conn.close()
+        del self._subs[sub.token]
+        reclaimed = self._leases.remove_holder(sub.id)
+        self._counters["reclaimed"] += len(reclaimed)
+        log.info("consumer %r (pid %d) %s; reclaimed %d leases",
+                 sub.name, sub.peer.pid, why, len(reclaimed))
+
+    def _drain_bus(self) -> None:
+        router = self._router
+        while router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                parts = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(parts) != 2:
+                self._counters["errors"] += 1
+                continue
+            sub = self._subs.get(parts[0])
+            if sub is None:  # a consumer that has gone, or a forged routing id
+                self._counters["unknown_peer"] += 1
+                continue
+            sub.connected = True
+            try:
+                kind, values = protocol.decode(parts[1], protocol.BUS, protocol.MAX_ZMQ_MESSAGE)
+                if kind is protocol.CREDIT:
+                    self._on_credit(sub, values[0])
+                elif kind is protocol.RELEASE:
+                    self._on_release(sub, values[0])
+                else:
+                    raise ProtocolError(f"{kind.name} is not a consumer's message")
+            except ProtocolError as exc:
+                self._violation(sub, str(exc))
+
+    def _on_credit(self, sub: Subscriber, count: int) -> None:
+        if sub.policy != LATEST:
+            return  # queue consumers need no credit; CREDIT 0 says "connected"
+        held = self._leases.held(sub.id)
+        sub.credit = min(sub.credit + count, sub.max_held - held)
+        newest = self._newest
+        if sub.credit > 0 and newest is not None and self._frames[newest][0] > sub.last_seq:
+            self._deliver(sub, newest)
+
+    def _on_release(self, sub: Subscriber, seqs: list[int]) -> None:
+        for seq in seqs:
+            outcome = self._leases.release(sub.id, seq)
+            if outcome is Release.LATE:
+                sub.late_releases += 1
+            elif outcome is Release.UNKNOWN:
+                self._violation(sub, f"released frame {seq}, which it does not hold")
+
+    def _violation(self, sub: Subscriber, what: str) -> None:
+        sub.errors += 1
+        self._counters["errors"] += 1
+        self._rate_log.warning(sub.name, "consumer %r: %s", sub.name, what)
+        if sub.errors == _MAX_ERRORS:
+            # Closing our end makes the I/O thread see it like any departure.
+            _send_quietly(sub.conn, protocol.BYE.encode(f"too many protocol errors: {what}"))
+            sub.conn.shutdown(socket.SHUT_RDWR)
+
+    def _expire(self, poller: select.poll) -> None:
+        now = time.monotonic()
+        for fd, hs in list(self._handshakes.items()):
+            if hs.deadline <= now:
+                del self._handshakes[fd]
+                poller.unregister(hs.conn)
+                self._refuse(hs.conn, "timeout", "no ATTACH within the handshake timeout")
+        revoked = self._leases.revoke_expired(now)
+        if revoked:
+            by_id = {sub.id: sub for sub in self._subs.values()}
+            for lease in revoked:
+                self._counters["revoked"] += 1
+                by_id[lease.holder].revoked += 1
+
+    def _hang_up_all(self, poller: select.poll) -> None:
+        for hs in self._handshakes.values():
+            self._refuse(hs.conn, "shutdown", self._bye_reason)
+        self._handshakes.clear()
+        for sub in list(self._subs.values()):
+            self._drop(poller, sub, "detached at shutdown", bye=self._bye_reason)
+
+    def _report(self) -> dict[str, object]:
+        now = time.monotonic()
+        uptime = max(now - self._started, 1e-9)
+        return {
+            "socket": self.path, "pid": os.getpid(), "session": self._session,
+            "format": self.format.to_wire(), "buffers": len(self._pool),
+            "free": self._leases.free_count(), "leased": self._leases.leased_count(),
+            "uptime_s": uptime, "fps": self._counters["published"] / uptime,
+            **self._counters,
+            "consumers": [s.report(self._leases.held(s.id), now) for s in self._subs.values()],
+        }
+
+
+def _drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _send_quietly(conn: socket.socket, data: bytes) -> None:
+    try:
+        conn.send(data)
+    except OSError:
+        pass

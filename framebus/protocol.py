@@ -1,0 +1,159 @@
+"""The wire protocol: every message declared once, one codec, strict checks.
+
+A message is a msgpack array ``[kind, field1, field2, ...]``. Each kind is
+declared below with its fields and their types (the way pyroute2 declares
+netlink messages); `Message.decode` checks an incoming payload against the
+declaration before anyone acts on it, so the rest of the code only ever sees
+well-typed values.
+
+Control socket (SOCK_SEQPACKET, msgpack): producer → HELLO (with every fd
+attached) | REFUSE; consumer → ATTACH; producer → ACCEPT | REFUSE | STATUS;
+later BYE when the producer shuts down.
+zmq (ROUTER/DEALER): producer → FRAME; consumer → CREDIT, RELEASE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import msgpack
+
+from .errors import ProtocolError
+
+VERSION = 1
+MAX_CONTROL_MESSAGE = 64 * 1024  # HELLO with a 256-buffer table fits easily
+MAX_ZMQ_MESSAGE = 4096  # FRAME/CREDIT/RELEASE are tens of bytes
+MAX_RELEASE_BATCH = 64
+U64 = (1 << 64) - 1
+
+
+def _uint(limit: int = U64) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        return type(value) is int and 0 <= value <= limit
+    check.__doc__ = f"an int in 0..{limit}"
+    return check
+
+
+def _str(limit: int) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        return type(value) is str and len(value) <= limit
+    check.__doc__ = f"a str of at most {limit} characters"
+    return check
+
+
+def _bytes(limit: int) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        return type(value) is bytes and 0 < len(value) <= limit
+    check.__doc__ = f"bytes, 1..{limit} long"
+    return check
+
+
+def _map(value: Any) -> bool:
+    """a map"""
+    return type(value) is dict
+
+
+def _uint_list(value: Any) -> bool:
+    """a list of at most 64 ints in 0..2**64-1"""
+    return (type(value) is list and len(value) <= MAX_RELEASE_BATCH
+            and all(type(v) is int and 0 <= v <= U64 for v in value))
+
+
+class Field(NamedTuple):
+    name: str
+    check: Callable[[Any], bool]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One kind of message: its name, its code on the wire and its fields."""
+
+    name: str
+    code: int
+    fields: tuple[Field, ...]
+
+    def encode(self, *values: Any) -> bytes:
+        """The message with these field values, in declaration order."""
+        return msgpack.packb([self.code, *values])
+
+    def decode_fields(self, items: list[Any]) -> tuple[Any, ...]:
+        """Check a decoded array (``[code, ...]``) against this declaration."""
+        if len(items) != len(self.fields) + 1:
+            raise ProtocolError(f"{self.name} has {len(self.fields)} fields, got {len(items) - 1}")
+        values = items[1:]
+        for field, value in zip(self.fields, values):
+            if not field.check(value):
+                raise ProtocolError(f"{self.name}.{field.name} must be {field.check.__doc__}, "
+                                    f"got {type(value).__name__}")
+        return tuple(values)
+
+
+def _declare(*messages: Message) -> dict[int, Message]:
+    return {m.code: m for m in messages}
+
+
+# Control socket.
+HELLO = Message("HELLO", 1, (
+    Field("version", _uint(0xFFFF)),
+    Field("session", _uint()),  # random per producer run: ties leases to it
+    Field("format", _map),
+    Field("table", _map),
+    Field("endpoint", _str(512)),
+    Field("token", _bytes(64)),  # this consumer's zmq routing id
+    Field("lease_timeout_ms", _uint(86_400_000)),
+))
+ATTACH = Message("ATTACH", 2, (
+    Field("role", _str(16)),  # "consumer" or "status"
+    Field("name", _str(64)),
+    Field("policy", _str(16)),  # "latest" or "queue"
+    Field("max_held", _uint(256)),
+    Field("depth", _uint(256)),
+))
+ACCEPT = Message("ACCEPT", 3, ())
+REFUSE = Message("REFUSE", 4, (Field("code", _str(32)), Field("reason", _str(1024))))
+BYE = Message("BYE", 5, (Field("reason", _str(1024)),))
+STATUS = Message("STATUS", 6, (Field("report", _map),))
+CONTROL = _declare(HELLO, ATTACH, ACCEPT, REFUSE, BYE, STATUS)
+
+# zmq.
+FRAME = Message("FRAME", 10, (
+    Field("seq", _uint()), Field("index", _uint(255)),
+    Field("timestamp_ns", _uint()), Field("bytesused", _uint()),
+))
+CREDIT = Message("CREDIT", 11, (Field("count", _uint(256)),))
+RELEASE = Message("RELEASE", 12, (Field("seqs", _uint_list),))
+BUS = _declare(FRAME, CREDIT, RELEASE)
+
+
+class Decoded(NamedTuple):
+    kind: Message
+    values: tuple[Any, ...]
+
+
+def decode(payload: bytes, table: dict[int, Message], limit: int) -> Decoded:
+    """Decode one payload and check it against `table`'s declarations.
+
+    Raises ProtocolError for anything that is not exactly a declared message.
+    """
+    if len(payload) > limit:
+        raise ProtocolError(f"message of {len(payload)} bytes exceeds {limit}")
+    try:
+        # unpackb bounds every container by the payload's own length.
+        items = msgpack.unpackb(payload, strict_map_key=True, raw=False, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(f"undecodable message: {type(exc).__name__}") from None
+    if type(items) is not list or not items or type(items[0]) is not int:
+        raise ProtocolError("a message must be a non-empty array starting with its kind")
+    kind = table.get(items[0])
+    if kind is None:
+        raise ProtocolError(f"unknown message kind {items[0]}")
+    return Decoded(kind, kind.decode_fields(items))
+
+
+def expect(payload: bytes, kind: Message, table: dict[int, Message], limit: int) -> tuple[Any, ...]:
+    """Decode `payload` and insist it is a `kind` message."""
+    decoded = decode(payload, table, limit)
+    if decoded.kind is not kind:
+        raise ProtocolError(f"expected {kind.name}, got {decoded.kind.name}")
+    return decoded.values
