@@ -1,0 +1,1 @@
+"""Ready consumer programs: monitor, motion detector, snapshot writer."""

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from typing import Iterator
 
 import zmq
 
-from . import protocol
+from . import handshake, protocol
 from .buffers import BufferTable
-from .errors import (FramebusError, NoProducer, PermissionDenied, ProducerGone,
-                     ProducerRefusedConnection, ProtocolError, Refused, Timeout)
+from .errors import FramebusError, ProducerGone, ProtocolError, Timeout
 from .formats import FrameFormat
 from .frame import Frame
 from .linux import fdpass
 from .mapping import ReadOnlyMapping
 from .status import StatusBoard
 from .subscriber import LATEST, POLICIES, QUEUE
-
-_MAX_FDS = 257  # 256 buffers + the status board
-
 
 class Consumer:
     """A connection to the producer at `path`, with every buffer mapped read-only.
@@ -61,7 +56,7 @@ class Consumer:
         self._ctx: zmq.Context | None = None
         self._dealer: zmq.Socket | None = None
         try:
-            self._ctrl = _connect(self.path, timeout)
+            self._ctrl = handshake.connect(self.path, timeout)
             token, endpoint = self._handshake(timeout, policy, max_held, depth)
             self._ctx = zmq.Context(io_threads=1)
             self._dealer = self._ctx.socket(zmq.DEALER)
@@ -80,27 +75,11 @@ class Consumer:
 
     def _handshake(self, timeout: float, policy: str, max_held: int,
                    depth: int) -> tuple[bytes, str]:
-        ctrl = self._ctrl
-        ctrl.settimeout(timeout)
+        """Read HELLO, map what it describes, ATTACH; returns (token, endpoint)."""
+        self._ctrl.settimeout(timeout)
+        values, fds = handshake.read_hello(self._ctrl, self.path)
+        _, session, fmt, table, endpoint, token, lease_ms = values
         try:
-            data, fds = fdpass.recv_with_fds(ctrl, protocol.MAX_CONTROL_MESSAGE, _MAX_FDS)
-        except (TimeoutError, socket.timeout):
-            raise Timeout(f"no HELLO from the producer at {self.path} within {timeout} s") from None
-        except fdpass.TruncatedMessage as exc:
-            raise ProtocolError(f"HELLO from {self.path}: {exc}") from None
-        try:
-            decoded = protocol.decode(data, protocol.CONTROL, protocol.MAX_CONTROL_MESSAGE) \
-                if data else None
-            if decoded is None:
-                raise ProducerGone(f"the producer at {self.path} closed the connection")
-            if decoded.kind is protocol.REFUSE:
-                _raise_refusal(*decoded.values)
-            if decoded.kind is not protocol.HELLO:
-                raise ProtocolError(f"expected HELLO, got {decoded.kind.name}")
-            version, session, fmt, table, endpoint, token, lease_ms = decoded.values
-            if version != protocol.VERSION:
-                raise ProtocolError(f"producer speaks protocol {version}, "
-                                    f"this consumer {protocol.VERSION}")
             self.format = FrameFormat.from_wire(fmt)
             self.table = BufferTable.from_wire(table, self.format)
             if len(fds) != len(self.table.memories) + 1:
@@ -118,18 +97,10 @@ class Consumer:
             os.close(status_fd)
             raise
         self._status = StatusBoard.attach(status_fd, len(self.table.buffers), session)
-        ctrl.send(protocol.ATTACH.encode("consumer", self.name[:64], policy, max_held, depth))
-        try:
-            reply = ctrl.recv(protocol.MAX_CONTROL_MESSAGE)
-        except (TimeoutError, socket.timeout):
-            raise Timeout(f"no answer to ATTACH from {self.path} within {timeout} s") from None
-        if not reply:
-            raise ProducerGone(f"the producer at {self.path} closed the connection")
-        decoded = protocol.decode(reply, protocol.CONTROL, protocol.MAX_CONTROL_MESSAGE)
-        if decoded.kind is protocol.REFUSE:
-            _raise_refusal(*decoded.values)
-        if decoded.kind is not protocol.ACCEPT:
-            raise ProtocolError(f"expected ACCEPT, got {decoded.kind.name}")
+        answer = handshake.attach(self._ctrl, self.path, "consumer", self.name, policy,
+                                  max_held, depth)
+        if answer.kind is not protocol.ACCEPT:
+            raise ProtocolError(f"expected ACCEPT, got {answer.kind.name}")
         return token, endpoint
 
     # ------------------------------------------------------------------ API
@@ -285,29 +256,3 @@ class Consumer:
         except zmq.Again:
             pass  # the producer is not reading; its lease timeout reclaims the frame
 
-
-def _connect(path: str, timeout: float) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except FileNotFoundError:
-        sock.close()
-        raise NoProducer(f"no producer at {path} (no such socket)") from None
-    except ConnectionRefusedError:
-        sock.close()
-        raise ProducerRefusedConnection(
-            f"no producer listening at {path} (stale socket file)") from None
-    except PermissionError:
-        sock.close()
-        raise PermissionDenied(f"not allowed to open {path}") from None
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _raise_refusal(code: str, reason: str) -> None:
-    if code == "credentials":
-        raise PermissionDenied(f"producer refused this consumer: {reason}")
-    raise Refused(f"producer refused this consumer ({code}): {reason}")

@@ -150,6 +150,12 @@ class Producer:
         """Every buffer of the pool (write only into one you `acquire()`d)."""
         return self._pool.buffers if self._pool else []
 
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next `publish()` will return (for sources
+        that stamp it into the pixels; one publisher thread assumed)."""
+        return self._next_seq
+
     def acquire(self, timeout: float | None = None) -> Buffer:
         """A buffer that no consumer holds, writable, for the next frame.
 

@@ -1,0 +1,1 @@
+"""The producer daemon and its frame sources (synthetic, v4l2)."""

@@ -1,0 +1,53 @@
+"""`framebus status`: ask a producer for its report and show it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from . import handshake, protocol
+from .errors import ProtocolError
+from .linux import fdpass
+
+
+def query_status(path: str, timeout: float = 2.0) -> dict[str, Any]:
+    """The producer's report: counters, and a `consumers` list."""
+    sock = handshake.connect(path, timeout)
+    try:
+        _, fds = handshake.read_hello(sock, path)
+        fdpass.close_all(fds)  # a status client maps nothing
+        answer = handshake.attach(sock, path, "status")
+        if answer.kind is not protocol.STATUS:
+            raise ProtocolError(f"expected STATUS, got {answer.kind.name}")
+        return answer.values[0]
+    finally:
+        sock.close()
+
+
+def format_status(report: dict[str, Any]) -> str:
+    fmt = report["format"]
+    lines = [
+        f"producer pid {report['pid']} at {report['socket']}: {fmt['pixel_format']} "
+        f"{fmt['width']}x{fmt['height']}, {report['buffers']} buffers "
+        f"({report['leased']} leased, {report['free']} free)",
+        f"published {report['published']} frames ({report['fps']:.1f} fps), "
+        f"leases revoked {report['revoked']}, reclaimed {report['reclaimed']}, "
+        f"refused {report['refused']}, protocol errors {report['errors']}",
+    ]
+    header = f"{'consumer':<16} {'pid':>7} {'policy':>7} {'held':>5} {'delivered':>10} " \
+             f"{'dropped':>8} {'revoked':>8} {'errors':>7} {'fps':>7}"
+    lines += ["", header]
+    for c in report["consumers"]:
+        lines.append(f"{c['name'][:16]:<16} {c['pid']:>7} {c['policy']:>7} "
+                     f"{c['held']:>2}/{c['max_held']:<2} {c['delivered']:>10} {c['dropped']:>8} "
+                     f"{c['revoked']:>8} {c['errors']:>7} {c['fps']:>7.1f}")
+    if not report["consumers"]:
+        lines.append("(no consumers attached)")
+    return "\n".join(lines)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    report = query_status(args.socket)
+    print(json.dumps(report) if args.json else format_status(report))
+    return 0

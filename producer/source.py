@@ -1,0 +1,31 @@
+"""What a frame source is to the daemon."""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+from framebus import BufferPool, FrameFormat, Producer
+
+
+class Source(Protocol):
+    """Fills the bus's buffers: a test pattern, a camera, a decoder...
+
+    The daemon asks the source for its format (already negotiated), for the
+    buffers it needs if it brings its own (a driver's exported DMA-BUFs), and
+    how many buffers it must always be able to get; then calls `run()` until
+    `stop` is set.
+    """
+
+    format: FrameFormat
+    #: buffers the bus keeps out of consumers' quotas for this source
+    reserve: int
+
+    def pool(self) -> BufferPool | None:
+        """Buffers the source brings, or None for the bus's own memfds."""
+
+    def run(self, bus: Producer, stop: threading.Event) -> None:
+        """Publish frames until `stop` is set (or the source ends)."""
+
+    def close(self) -> None:
+        """Free whatever the source holds; safe twice."""
