@@ -564,6 +564,21 @@ def userptr_short(path: str) -> dict[str, Any]:
         os.close(fd)
 
 
+def memory_probe(path: str) -> dict[str, Any]:
+    """REQBUFS count = 0 for each memory type: accepted?, and the capability bits."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        type_ = buf_type(fd)
+        out: dict[str, Any] = {}
+        for name in ("mmap", "userptr", "dmabuf"):
+            rb = v.v4l2_requestbuffers(count=0, type=type_, memory=MEMORY[name])
+            out[name] = errname(lambda: ioctl(fd, v.VIDIOC_REQBUFS, rb))
+            out[name + "_caps"] = rb.capabilities
+        return out
+    finally:
+        os.close(fd)
+
+
 def blocking(path: str) -> dict[str, Any]:
     """Without O_NONBLOCK, DQBUF waits for the next frame."""
     fd = os.open(path, os.O_RDWR)
@@ -594,7 +609,7 @@ def probe(*paths: str) -> Any:
 SCENARIOS: dict[str, Callable[..., Any]] = {
     f.__name__: f
     for f in (querycap, formats, capture, streamoff, errors, busy, expbuf, userptr_short,
-              blocking, probe)  # fmt: skip
+              memory_probe, blocking, probe)  # fmt: skip
 }
 
 
