@@ -305,12 +305,18 @@ static void parse_device(struct sim_dev *d, char *spec)
 			else
 				die("bad type (single, mplane or meta)", value);
 		}
-		else if (IS("formats"))
+		else if (IS("formats")) {
+			d->nformats = 0;	/* a later list replaces an earlier one */
 			each_part(value, add_format, d);
-		else if (IS("sizes"))
+		}
+		else if (IS("sizes")) {
+			d->nsizes = 0;	/* a later list replaces an earlier one */
 			each_part(value, add_size, d);
-		else if (IS("fps"))
+		}
+		else if (IS("fps")) {
+			d->nfps = 0;	/* a later list replaces an earlier one */
 			each_part(value, add_fps, d);
+		}
 		else if (IS("card"))
 			snprintf(d->card, sizeof(d->card), "%s", value);
 		else if (IS("driver"))
