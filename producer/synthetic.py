@@ -33,7 +33,7 @@ def byte_rows(plane: np.ndarray) -> np.ndarray:
     return plane.reshape(rows, -1) if plane.ndim > 1 else plane.reshape(1, -1)
 
 
-class TestPattern:
+class Pattern:
     """Draws pattern frames of one format."""
 
     def __init__(self, fmt: FrameFormat) -> None:
@@ -93,7 +93,7 @@ class SyntheticSource:
             raise FramebusError(f"fps must be positive (or 0 for as fast as possible), not {fps}")
         self.format = fmt
         self.fps = fps
-        self._pattern = TestPattern(fmt)
+        self._pattern = Pattern(fmt)
         self.skipped = 0  # frames not made because every buffer was held
 
     def pool(self) -> BufferPool | None:

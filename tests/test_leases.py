@@ -1,0 +1,109 @@
+"""The lease table's rules, without processes or clocks."""
+
+import pytest
+
+from framebus.leases import LeaseTable, Release
+
+
+def published(table: LeaseTable, seq: int) -> int:
+    index = table.start_writing()
+    assert index is not None
+    table.published(index, seq)
+    return index
+
+
+def test_a_leased_buffer_is_never_handed_out_for_writing():
+    table = LeaseTable(2)
+    table.add_holder(1)
+    a = published(table, 1)
+    table.grant(1, a, deadline=10)
+    b = table.start_writing()
+    assert b != a
+    table.published(b, 2)
+    table.grant(1, b, deadline=10)
+    assert table.start_writing() is None  # both leased
+
+
+def test_the_oldest_free_frame_is_rewritten_first():
+    table = LeaseTable(3)
+    indexes = [published(table, seq) for seq in (1, 2, 3)]
+    assert table.start_writing() == indexes[0]
+
+
+def test_release_frees_the_buffer_and_a_second_release_is_unknown():
+    table = LeaseTable(1)
+    table.add_holder(1)
+    index = published(table, 1)
+    table.grant(1, index, deadline=10)
+    assert table.release(1, 1) is Release.RELEASED
+    assert table.release(1, 1) is Release.UNKNOWN
+    assert table.start_writing() == index
+
+
+def test_a_holder_cannot_release_another_holders_lease():
+    table = LeaseTable(1)
+    table.add_holder(1)
+    table.add_holder(2)
+    index = published(table, 1)
+    table.grant(1, index, deadline=10)
+    assert table.release(2, 1) is Release.UNKNOWN
+    assert table.holders[index] == 1
+
+
+def test_shared_frame_stays_leased_until_every_holder_releases():
+    table = LeaseTable(2)
+    table.add_holder(1)
+    table.add_holder(2)
+    index = published(table, 1)
+    table.grant(1, index, deadline=10)
+    table.grant(2, index, deadline=10)
+    table.release(1, 1)
+    assert table.holders[index] == 1
+    table.release(2, 1)
+    assert table.holders[index] == 0
+
+
+def test_removing_a_holder_reclaims_all_its_leases():
+    table = LeaseTable(3)
+    table.add_holder(1)
+    for seq in (1, 2):
+        table.grant(1, published(table, seq), deadline=10)
+    assert len(table.remove_holder(1)) == 2
+    assert table.free_count() == 3
+
+
+def test_expired_leases_are_revoked_and_their_late_release_is_harmless():
+    table = LeaseTable(2)
+    table.add_holder(1)
+    index = published(table, 1)
+    table.grant(1, index, deadline=5.0)
+    assert table.next_deadline() == 5.0
+    assert table.revoke_expired(now=4.9) == []
+    [lease] = table.revoke_expired(now=5.0)
+    assert lease.seq == 1 and table.holders[index] == 0
+    assert table.release(1, 1) is Release.LATE
+
+
+def test_stale_release_cannot_free_a_newer_frame_in_the_same_buffer():
+    table = LeaseTable(1)
+    table.add_holder(1)
+    index = published(table, 1)
+    table.grant(1, index, deadline=1.0)
+    table.revoke_expired(now=2.0)
+    assert published(table, 2) == index
+    table.grant(1, index, deadline=10.0)
+    assert table.release(1, 1) is Release.LATE  # the old frame's release
+    assert table.holders[index] == 1  # the new frame is still leased
+
+
+def test_grant_of_an_unpublished_buffer_is_a_bug():
+    table = LeaseTable(1)
+    table.add_holder(1)
+    with pytest.raises(ValueError):
+        table.grant(1, 0, deadline=1)
+    index = table.start_writing()
+    with pytest.raises(ValueError):
+        table.grant(1, index, deadline=1)
+    table.abandon(index)
+    with pytest.raises(ValueError):
+        table.abandon(index)
