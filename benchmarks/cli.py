@@ -1,0 +1,198 @@
+"""``framebus bench``: the same camera-frame workload through framebus and the
+usual alternatives, in one run, with the figures side by side."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+from typing import Any
+
+from benchmarks import report, stats, transports
+from benchmarks.harness import CellError, run_cell
+from benchmarks.workload import ALL_PHASES, FLAT, PACED, CellSpec, Phase, Timing, parse_size
+
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+#: name -> (sizes, consumer counts, repetitions, timing)
+PRESETS: dict[str, tuple[str, str, int, Timing]] = {
+    "full": ("64x64,640x480,1920x1080,3840x2160", "1,2,4,8", 3, Timing(duration=1.0, warmup=0.2, gap=0.1)),
+    "quick": ("64x64,1920x1080,3840x2160", "1,4", 1, Timing(duration=0.4, warmup=0.15, gap=0.05)),
+    "smoke": ("64x64", "2", 1, Timing(duration=0.04, warmup=0.02, gap=0.01, rate=200.0)),
+}
+
+EPILOG = """\
+load modes (each cell runs both, each with both producer cases):
+  paced    a live source at --rate fps; a consumer 2 frames behind loses frames,
+           the producer never waits. Gives latency and CPU per frame.
+  flat     flat out and lossless: the producer publishes as fast as the slowest
+           consumer takes frames (each transport's backpressure, depth 2).
+           Gives the maximum delivered frames/s.
+producer cases:
+  inplace  the frame is made in the transport's buffer (or in a new array that
+           the transport takes, for pyzmq and mp.Queue)
+  capture  the frame starts in a separate capture buffer (a camera's); a
+           transport that cannot map it copies it in; framebus maps it (V4L2
+           USERPTR), so only its stamp is written
+presets: --quick (3 sizes, 1 and 4 consumers, 1 repetition, < 2 min),
+         --smoke (one tiny size, ~2 s, for CI); default: the full matrix (~20 min).
+Writes <out>/bench-<preset>-<time>.{json,md,png}; iceoryx2 and matplotlib are
+optional (pip install 'framebus[bench]').
+"""
+
+
+def _csv(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="framebus bench",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true", help="a subset that finishes in under 2 minutes")
+    preset.add_argument("--smoke", action="store_true", help="tiny sizes, about 2 s: checks that everything runs")
+    p.add_argument("--sizes", help="frame sizes: 64x64,640x480,1920x1080,3840x2160 (aliases vga,1080p,4k) or WxH:FOURCC")
+    p.add_argument("--consumers", help="consumer counts, e.g. 1,2,4,8")
+    p.add_argument("--transports", help=f"subset of {','.join(transports.NAMES)} (default: all)")
+    p.add_argument("--modes", default="paced,flat", help="load modes to run: paced,flat (default both)")
+    p.add_argument("--duration", type=float, help="measured seconds per phase")
+    p.add_argument("--warmup", type=float, help="warm-up seconds before each phase's window")
+    p.add_argument("--rate", type=float, help="frames/s of the paced mode (default 100)")
+    p.add_argument("--repeat", type=int, help="repetitions (medians are reported)")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="where to write results (default: %(default)s)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    p.add_argument("--profile", metavar="DIR", help="write a cProfile .prof per process into DIR")
+    return p
+
+
+def _plan(args: argparse.Namespace) -> tuple[str, list, list[int], int, Timing]:
+    preset = "smoke" if args.smoke else "quick" if args.quick else "full"
+    sizes, counts, repeat, timing = PRESETS[preset]
+    custom = any(v is not None for v in (args.sizes, args.consumers, args.duration, args.repeat, args.rate, args.warmup))
+    timing = Timing(
+        duration=args.duration if args.duration is not None else timing.duration,
+        warmup=args.warmup if args.warmup is not None else timing.warmup,
+        gap=timing.gap,
+        rate=args.rate if args.rate is not None else timing.rate,
+    )
+    frames = [parse_size(s) for s in _csv(args.sizes or sizes)]
+    consumers = [int(c) for c in _csv(args.consumers or counts)]
+    if not frames or not consumers or min(consumers) < 1:
+        raise ValueError("need at least one size and consumer counts >= 1")
+    if timing.duration <= 0 or timing.rate <= 0 or timing.warmup < 0:
+        raise ValueError("--duration and --rate must be > 0, --warmup >= 0")
+    repeat = args.repeat if args.repeat is not None else repeat
+    if repeat < 1:
+        raise ValueError("--repeat must be >= 1")
+    return preset + ("-custom" if custom else ""), frames, consumers, repeat, timing
+
+
+def _available(names: list[str]) -> tuple[dict[str, type], list[str]]:
+    found, notes = {}, []
+    for name in names:
+        if name not in transports.REGISTRY:
+            raise ValueError(f"unknown transport {name!r} (known: {', '.join(transports.NAMES)})")
+        try:
+            found[name] = transports.load(name)
+        except ImportError as exc:
+            if not transports.is_optional(name):
+                raise
+            notes.append(f"{name} skipped: it cannot be imported here ({exc}); pip install 'framebus[bench]'")
+    return found, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        preset, frames, consumers, repeat, timing = _plan(args)
+        modes = _csv(args.modes)
+        if not modes or set(modes) - {PACED, FLAT}:
+            raise ValueError("--modes takes paced and/or flat")
+        names = _csv(args.transports) if args.transports else list(transports.NAMES)
+        classes, notes = _available(names)
+    except (ValueError, ImportError) as exc:
+        print(f"framebus bench: {exc}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    names = [n for n in names if n in classes]
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+
+    cells = [(f, n, m) for f in frames for n in consumers for m in modes]
+    total = repeat * len(cells) * len(names)
+    records: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    started = time.monotonic()
+    interrupted = False
+    wake = None
+    if preset != "smoke":
+        wake = report.wake_floor(timing.rate, 0.5)
+    try:
+        done = 0
+        for rep in range(repeat):
+            for ci, (frame, n, mode) in enumerate(cells):
+                shift = (rep + ci) % len(names)  # round-robin: each transport takes every slot in turn
+                for name in names[shift:] + names[:shift]:
+                    done += 1
+                    phases = tuple(p for p in ALL_PHASES if p.mode == mode)
+                    spec = CellSpec(name, frame, n, phases=phases, timing=timing, rep=rep)
+                    t = time.monotonic()
+                    try:
+                        raw = run_cell(spec, classes[name], args.profile)
+                        records.extend(stats.phase_records(spec, raw))
+                        status = "ok"
+                    except CellError as exc:
+                        errors.append({"transport": name, "size": frame.key, "consumers": n, "mode": mode, "rep": rep,
+                                       "error": str(exc)})
+                        status = "FAILED: " + str(exc).splitlines()[-1]
+                    print(f"[{done}/{total}] {name:9s} {frame.label:16s} {n} cons {mode:5s} rep {rep + 1}: "
+                          f"{status} ({time.monotonic() - t:.1f} s)", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: every process and segment was cleaned up; writing what was measured", file=sys.stderr)
+
+    rows = stats.medians(records)
+    doc: dict[str, Any] = {
+        "preset": preset,
+        "command": "framebus bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "interrupted": interrupted,
+        "machine": {**report.machine(), "wake_floor": wake},
+        "config": {"sizes": [f.label for f in frames], "consumers": consumers, "modes": modes, "repeat": repeat,
+                   "duration": timing.duration, "warmup": timing.warmup, "rate": timing.rate,
+                   "transports": names},
+        "transports": {n: classes[n].describe for n in names},
+        "notes": notes + [f"{e['transport']} {e['size']} x{e['consumers']} {e['mode']} failed" for e in errors],
+        "results": rows,
+        "errors": errors,
+    }
+    doc["table"] = report.table(rows, names)
+    doc["targets"] = report.targets(rows)
+
+    os.makedirs(args.out, exist_ok=True)
+    base = os.path.join(args.out, f"bench-{preset}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    if not args.no_plot and preset != "smoke" and rows:
+        note = report.plot(base + ".png", rows, names)
+        if note:
+            doc["notes"].append(note)
+            print(f"note: {note}", file=sys.stderr)
+    report.write_json(base + ".json", doc)
+    with open(base + ".md", "w") as f:
+        f.write(report.markdown(doc))
+    print(report.markdown(doc))
+    print(f"results: {base}.json, {base}.md" + (f", {base}.png" if os.path.exists(base + ".png") else ""))
+    if interrupted:
+        return 130
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

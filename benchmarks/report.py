@@ -1,0 +1,264 @@
+"""The bench's outputs: machine description, markdown table, target check, JSON, PNG plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import select
+import sys
+import time
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from benchmarks.workload import CAPTURE, FLAT, INPLACE, PACED
+
+PACKAGES = ("framebus", "numpy", "pyzmq", "msgpack", "psutil", "iceoryx2", "matplotlib")
+
+
+def wake_floor(rate: float, seconds: float) -> dict[str, float]:
+    """The machine's own cost of waking a blocked process at the paced rate: one
+    process writes its timestamp into a pipe, another wakes in ``select`` and reads
+    it. No transport can deliver faster than this; on VMs it is large."""
+    r, w = os.pipe()
+    n = max(10, int(rate * seconds))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.close(r)
+            for _ in range(n):
+                time.sleep(1.0 / rate)
+                os.write(w, time.monotonic_ns().to_bytes(8, "little"))
+        finally:
+            os._exit(0)
+    os.close(w)
+    lat = []
+    try:
+        for _ in range(n):
+            if not select.select([r], [], [], 2.0)[0]:
+                break
+            data = os.read(r, 8)
+            if len(data) < 8:
+                break
+            lat.append(time.monotonic_ns() - int.from_bytes(data, "little"))
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    arr = np.array(lat or [0])
+    return {"p50_us": round(float(np.percentile(arr, 50)) / 1e3, 1), "p99_us": round(float(np.percentile(arr, 99)) / 1e3, 1)}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": sys.version.split()[0],
+        "packages": versions,
+    }
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _index(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    return {(r["transport"], r["size"], r["consumers"], r["case"], r["mode"]): r for r in rows}
+
+
+def _fmt(v: Any, digits: int = 0) -> str:
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def table(rows: list[dict[str, Any]], transports: list[str]) -> str:
+    """One line per (size, consumers, case, transport): flat-out fps, paced latency, CPU, memory."""
+    idx = _index(rows)
+    cells = sorted({(r["frame_bytes"], r["size"], r["format"], r["consumers"], r["case"]) for r in rows})
+    head = (
+        "| size | cons | case | transport | fps/consumer (flat) | p50 µs (paced) | p99 µs (paced) "
+        "| recv % (paced) | CPU µs/frame paced | CPU µs/frame flat | RSS MB prod/cons | USS MB prod/cons | bad |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for _, size, fourcc, n, case in cells:
+        for t in transports:
+            p, f = idx.get((t, size, n, case, PACED)), idx.get((t, size, n, case, FLAT))
+            if p is None and f is None:
+                continue
+            p, f = p or {}, f or {}
+            mem = [r for r in (p, f) if r]
+            rss = f"{max(r['producer_peak_rss_mb'] for r in mem):.0f}/{max(r['consumer_peak_rss_mb'] for r in mem):.0f}"
+            uss = f"{max(r['producer_uss_mb'] for r in mem):.0f}/{max(r['consumer_uss_mb'] for r in mem):.0f}"
+            bad = sum(int(r.get("bad_frames") or 0) for r in mem)
+            lines.append(
+                f"| {size} {fourcc} | {n} | {case} | {t} | {_fmt(f.get('fps_per_consumer'))} "
+                f"| {_fmt(p.get('latency_p50_us'))} | {_fmt(p.get('latency_p99_us'))} "
+                f"| {_fmt(p.get('delivered_pct'))} | {_fmt(p.get('cpu_us_per_frame'))} "
+                f"| {_fmt(f.get('cpu_us_per_frame'))} | {rss} | {uss} | {bad} |"
+            )
+    return "\n".join(lines)
+
+
+LEGEND = """\
+- **fps/consumer (flat)**: flat-out mode, lossless: the producer publishes as fast as the
+  slowest consumer takes frames (each transport's backpressure, depth 2); frames each
+  consumer received per second of the measured window.
+- **p50/p99 µs (paced)**: paced mode (a live source at the fixed rate; a consumer that is
+  2 frames behind loses frames, the producer never waits): `time.monotonic_ns()` when the
+  frame was ready (in-place: after it was made in the transport buffer; capture: when the
+  camera buffer was ready, before any copy-in) to when the consumer holds a numpy view
+  whose stamp it has read and verified.
+- **recv % (paced)**: frames received / frames published × consumers; below 100 the
+  transport could not keep up with the paced rate and its latency is an overload figure.
+- **CPU µs/frame**: CPU time of the producer and every consumer process (all threads,
+  CLOCK_PROCESS_CPUTIME_ID) over the window / frames delivered to all consumers together,
+  i.e. per consumer-frame. Paced includes the wake-ups a live source costs.
+- **RSS/USS**: peak RSS (getrusage) and USS at the end (psutil) of the producer and of the
+  largest consumer, max over both modes.
+- **bad**: frames whose stamp failed verification (torn or overwritten pixels).
+- Every figure is the median over the repetitions.
+"""
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
+    """The framebus issue's targets, checked on this run: (target, met?, evidence)."""
+    idx = _index(rows)
+    fb = [r for r in rows if r["transport"] == "framebus"]
+    out: list[tuple[str, bool | None, str]] = []
+    if not fb:
+        return out
+    paced = [r for r in fb if r["mode"] == PACED and r["latency_p50_us"] is not None]
+    if paced:
+        worst50 = max(paced, key=lambda r: r["latency_p50_us"])
+        worst99 = max(paced, key=lambda r: r["latency_p99_us"])
+        out.append(("framebus p50 ≤ 30 µs at every size", worst50["latency_p50_us"] <= 30,
+                    f"worst p50 {worst50['latency_p50_us']} µs ({worst50['size']}, {worst50['consumers']} cons, {worst50['case']})"))
+        out.append(("framebus p99 ≤ 150 µs at every size", worst99["latency_p99_us"] <= 150,
+                    f"worst p99 {worst99['latency_p99_us']} µs ({worst99['size']}, {worst99['consumers']} cons, {worst99['case']})"))
+    ratios = []
+    for r in paced:
+        small = idx.get(("framebus", "64x64", r["consumers"], r["case"], PACED))
+        if r["size"] == "3840x2160" and small and small["latency_p50_us"]:
+            ratios.append((r["latency_p50_us"] / small["latency_p50_us"], r))
+    if ratios:
+        worst, r = max(ratios, key=lambda x: x[0])
+        out.append(("framebus 4K p50 ≤ 1.2× 64×64 p50", worst <= 1.2, f"worst ratio {worst:.2f} ({r['consumers']} cons, {r['case']})"))
+    for other in ("pyzmq", "mpqueue"):
+        for case in (INPLACE, CAPTURE):
+            a, b = idx.get(("framebus", "3840x2160", 4, case, FLAT)), idx.get((other, "3840x2160", 4, case, FLAT))
+            if a and b and b["fps_per_consumer"]:
+                ratio = a["fps_per_consumer"] / b["fps_per_consumer"]
+                out.append((f"4K, 4 consumers, {case}: framebus fps ≥ 30× {other}", ratio >= 30,
+                            f"{a['fps_per_consumer']:.0f} vs {b['fps_per_consumer']:.0f} fps = {ratio:.1f}×"))
+    for mode in (PACED, FLAT):
+        cpu = [r for r in fb if r["mode"] == mode and r["cpu_us_per_frame"] is not None]
+        if cpu:
+            hi, lo = max(r["cpu_us_per_frame"] for r in cpu), min(r["cpu_us_per_frame"] for r in cpu)
+            by_size: dict[str, list[float]] = {}
+            for r in cpu:
+                by_size.setdefault(r["size"], []).append(r["cpu_us_per_frame"])
+            spread = " ".join(f"{s}:{min(v):.0f}-{max(v):.0f}" for s, v in by_size.items())
+            out.append((f"framebus CPU/frame ≤ 30 µs ({mode})", hi <= 30, f"{lo:.0f}–{hi:.0f} µs; by size {spread}"))
+    for case, factor in ((CAPTURE, 1.0), (INPLACE, 1.5)):
+        for n in sorted({r["consumers"] for r in fb}):
+            a, b = idx.get(("framebus", "1920x1080", n, case, PACED)), idx.get(("iceoryx2", "1920x1080", n, case, PACED))
+            if a and b and a["latency_p50_us"] and b["latency_p50_us"]:
+                ok = a["latency_p50_us"] < b["latency_p50_us"] if factor == 1.0 else a["latency_p50_us"] <= factor * b["latency_p50_us"]
+                what = "lower than" if factor == 1.0 else "within 1.5× of"
+                out.append((f"1080p {case}, {n} cons: framebus p50 {what} iceoryx2", ok,
+                            f"{a['latency_p50_us']} vs {b['latency_p50_us']} µs"))
+    return out
+
+
+# --------------------------------------------------------------------------- files
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
+    parts = [
+        f"# framebus bench ({doc['preset']})",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['kernel']}, Python {m['python']}; {pk}.",
+        f"Command: `{doc['command']}`",
+        f"Paced rate {doc['config']['rate']} fps; window {doc['config']['duration']} s per phase after "
+        f"{doc['config']['warmup']} s warm-up; {doc['config']['repeat']} repetition(s), transports "
+        "interleaved round-robin.",
+    ]
+    if m.get("wake_floor"):
+        wf = m["wake_floor"]
+        parts.append(f"Machine wake-up floor at the paced rate (pipe + select between two processes): "
+                     f"p50 {wf['p50_us']} µs, p99 {wf['p99_us']} µs.")
+    parts += ["", doc["table"], "", LEGEND]
+    if doc["targets"]:
+        parts += ["## Targets", ""]
+        parts += [f"- {'MET ' if ok else 'MISSED' if ok is False else '?'} {name}: {why}" for name, ok, why in doc["targets"]]
+        parts.append("")
+    if doc["notes"]:
+        parts += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
+    parts += ["## Transports", ""] + [f"- **{k}**: {v}" for k, v in doc["transports"].items()] + [""]
+    return "\n".join(parts)
+
+
+def write_json(path: str, doc: dict[str, Any]) -> None:
+    data = {k: v for k, v in doc.items() if k != "table"}
+    data["targets"] = [{"target": n, "met": ok, "evidence": why} for n, ok, why in doc["targets"]]
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+
+
+def plot(path: str, rows: list[dict[str, Any]], transports: list[str]) -> str | None:
+    """Latency (paced p50) and delivered fps (flat) against frame size, one line per
+    transport; returns a note instead if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no plot (pip install 'framebus[bench]')"
+    counts = sorted({r["consumers"] for r in rows})
+    n = 4 if 4 in counts else counts[-1]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
+    for col, case in enumerate((INPLACE, CAPTURE)):
+        for row, (mode, field, label) in enumerate(
+            ((PACED, "latency_p50_us", "p50 latency, µs (paced)"), (FLAT, "fps_per_consumer", "frames/s per consumer (flat-out)"))
+        ):
+            ax = axes[row][col]
+            for t in transports:
+                pts = sorted(
+                    (r["frame_bytes"], r[field]) for r in rows
+                    if r["transport"] == t and r["consumers"] == n and r["case"] == case and r["mode"] == mode and r[field]
+                )
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=t)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(f"{case}, {n} consumers")
+            ax.set_ylabel(label)
+            ax.grid(True, which="both", alpha=0.3)
+            if row == 1:
+                ax.set_xlabel("frame size, bytes")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return None
