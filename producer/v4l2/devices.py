@@ -100,9 +100,11 @@ class PixelFormatInfo:
 class DeviceInfo:
     """What one V4L2 capture node is and offers.
 
-    ``error`` is set (and most fields left empty) when the node could not be
-    opened or probed, e.g. ``"EBUSY: Device or resource busy"`` while another
-    program streams from it.
+    ``error`` is set when the node could not be opened (every other field is
+    then empty) or its buffer queue could not be probed, e.g.
+    ``"EBUSY: Device or resource busy"`` while another program streams from
+    it (what QUERYCAP and the enumerations told is kept; ``strategies`` is
+    empty).
     """
 
     path: str
@@ -348,13 +350,15 @@ def format_devices(devices: list[DeviceInfo]) -> str:
         return "no V4L2 capture devices found\n"
     lines: list[str] = []
     for dev in devices:
-        if dev.error:
+        if not dev.driver:
             lines.append(f"{dev.path}: {dev.error}")
             continue
         lines.append(f"{dev.path}: {dev.card} ({dev.driver}, {dev.bus_info}, version {dev.version})")
         planes = "multi-planar" if dev.multiplanar else "single-planar"
         strategies = ", ".join(dev.strategies) or "none"
         lines.append(f"  capture, {planes}; capture strategies: {strategies}")
+        if dev.error:
+            lines.append(f"  error: {dev.error}")
         if dev.current:
             w, h, code, bpl, size = dev.current
             lines.append(f"  current format: {w}x{h} {code}, {bpl} bytes/line, {size} bytes")

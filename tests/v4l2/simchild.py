@@ -603,13 +603,40 @@ def probe(*paths: str) -> Any:
     from producer.v4l2.devices import format_devices, list_devices
 
     devices = list_devices(list(paths))
-    return {"devices": [asdict(d) for d in devices], "text": format_devices(devices)}
+    after = {}  # the probe leaves every queue free for the next opener
+    for dev in devices:
+        if dev.error is None:
+            fd = os.open(dev.path, os.O_RDWR)
+            try:
+                after[dev.path] = errname(lambda: reqbufs(fd, dev.buf_type, v.V4L2_MEMORY_MMAP, 1))
+            finally:
+                os.close(fd)
+    return {"devices": [asdict(d) for d in devices], "text": format_devices(devices), "after": after}
+
+
+def probe_busy(path: str) -> Any:
+    """list_devices while this process streams from the device on another fd."""
+    from dataclasses import asdict
+
+    from producer.v4l2.devices import list_devices
+
+    fd = os.open(path, os.O_RDWR)
+    stream = Stream(fd, "mmap", 2)
+    try:
+        stream.qbuf(0)
+        stream.streamon()
+        devices = list_devices([path])
+        stream.streamoff()
+    finally:
+        stream.close()
+        os.close(fd)
+    return [asdict(d) for d in devices]
 
 
 SCENARIOS: dict[str, Callable[..., Any]] = {
     f.__name__: f
     for f in (querycap, formats, capture, streamoff, errors, busy, expbuf, userptr_short,
-              memory_probe, blocking, probe)  # fmt: skip
+              memory_probe, blocking, probe, probe_busy)  # fmt: skip
 }
 
 
