@@ -115,6 +115,7 @@ MODES = ["mmap", "userptr", "dmabuf", "expbuf"]
 def test_queue_cycle_delivers_recomputable_frames(sim: Path, kind: str, memory: str) -> None:
     out = run(sim, FAST + TYPES[kind] + ",sizes=320x240", "capture", DEV, memory, "3", "7")
     assert out["error"] is None
+    assert out["fds_leaked"] == 0
     assert out["granted"] == 3
     assert out["not_readable_before"] == 0  # poll: nothing done yet
     assert out["dqbuf_before_streamon"] == "EINVAL"
@@ -150,6 +151,13 @@ def test_blocking_dqbuf_waits_for_the_next_frame(sim: Path) -> None:
     out = run(sim, f"path={DEV},fps=20,sizes=64x48", "blocking", DEV)
     assert out["sequence"] == 0
     assert 0.02 < out["waited"] < 1.0
+
+
+def test_streamoff_wakes_a_dqbuf_blocked_in_another_thread(sim: Path) -> None:
+    out = run(sim, FAST + ",sizes=64x48", "streamoff_wakes_dqbuf", DEV)
+    assert out["still_blocked"] and out["returned"]
+    assert out["dqbuf"] == "EINVAL"
+    assert 0.15 < out["waited"] < 3
 
 
 def test_streamoff_returns_every_buffer_to_userspace(sim: Path) -> None:
@@ -197,6 +205,8 @@ def test_device_that_vanishes_mid_stream_reports_enodev_and_pollerr(sim: Path, k
     assert out["querycap_after"] == "ENODEV"
     assert out["streamoff_after"] == "ENODEV"
     assert out["mmap_after"] == "ENODEV"
+    assert out["revents_after"] & select.POLLERR
+    assert out["fds_leaked"] == 0  # close() on a vanished device still releases everything
 
 
 def test_error_flag_marks_every_nth_frame(sim: Path) -> None:

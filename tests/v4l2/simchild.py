@@ -301,6 +301,7 @@ def formats(path: str) -> dict[str, Any]:
 
 def capture(path: str, memory: str, count: str, frames: str) -> dict[str, Any]:
     """Queue every buffer, stream, dequeue ``frames`` frames re-queueing each."""
+    fds_before = len(os.listdir("/proc/self/fd"))
     fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
     stream = Stream(fd, memory, int(count))
     out: dict[str, Any] = {"granted": stream.rb.count, "capabilities": stream.rb.capabilities,
@@ -337,6 +338,7 @@ def capture(path: str, memory: str, count: str, frames: str) -> dict[str, Any]:
     finally:
         stream.close()
         os.close(fd)
+    out["fds_leaked"] = len(os.listdir("/proc/self/fd")) - fds_before
     return out
 
 
@@ -596,6 +598,34 @@ def blocking(path: str) -> dict[str, Any]:
         os.close(fd)
 
 
+def streamoff_wakes_dqbuf(path: str) -> dict[str, Any]:
+    """A DQBUF blocked in one thread returns EINVAL when another calls STREAMOFF."""
+    import threading
+
+    fd = os.open(path, os.O_RDWR)
+    stream = Stream(fd, "mmap", 2)
+    result: dict[str, Any] = {}
+
+    def blocked() -> None:
+        start = time.monotonic()
+        result["dqbuf"] = errname(stream.dqbuf)
+        result["waited"] = time.monotonic() - start
+
+    try:
+        stream.streamon()  # nothing queued: no frame will ever be done
+        thread = threading.Thread(target=blocked)
+        thread.start()
+        time.sleep(0.2)
+        result["still_blocked"] = thread.is_alive()
+        stream.streamoff()
+        thread.join(5)
+        result["returned"] = not thread.is_alive()
+    finally:
+        stream.close()
+        os.close(fd)
+    return result
+
+
 def probe(*paths: str) -> Any:
     """producer.v4l2.devices.list_devices over the given paths."""
     from dataclasses import asdict
@@ -636,7 +666,7 @@ def probe_busy(path: str) -> Any:
 SCENARIOS: dict[str, Callable[..., Any]] = {
     f.__name__: f
     for f in (querycap, formats, capture, streamoff, errors, busy, expbuf, userptr_short,
-              memory_probe, blocking, probe, probe_busy)  # fmt: skip
+              memory_probe, blocking, streamoff_wakes_dqbuf, probe, probe_busy)  # fmt: skip
 }
 
 

@@ -379,6 +379,30 @@ static void parse_device(struct sim_dev *d, char *spec)
 	}
 }
 
+/*
+ * fork(): take the lock across it so the child never inherits it held (by the
+ * driver thread, say), and tell the child it has no driver threads: a child
+ * that runs close() on its way to exec() must not deadlock.
+ */
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&g_lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&g_lock);
+}
+
+static void atfork_child(void)
+{
+	for (int i = 0; i < g_ndevs; i++) {
+		g_devs[i].thread_live = false;
+		g_devs[i].streaming = false;
+	}
+	pthread_mutex_unlock(&g_lock);
+}
+
 static void init(void)
 {
 	pthread_condattr_t attr;
@@ -399,6 +423,7 @@ static void init(void)
 	RESOLVE(real_munmap, "munmap");
 #undef RESOLVE
 	g_page = (size_t)sysconf(_SC_PAGESIZE);
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	env = getenv("FRAMEBUS_V4L2SIM");
 	if (!env || !*env)
 		return;
