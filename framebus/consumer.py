@@ -6,17 +6,16 @@ import os
 import time
 from typing import Iterator
 
-import zmq
-
-from . import handshake, protocol
-from .buffers import BufferTable
-from .errors import FramebusError, ProducerGone, ProtocolError, Timeout
+from . import protocol
+from .errors import (FramebusError, NoProducer, ProducerGone, ProducerRefusedConnection,
+                     ProtocolError, Timeout)
 from .formats import FrameFormat
 from .frame import Frame
-from .linux import fdpass
-from .mapping import ReadOnlyMapping
-from .status import StatusBoard
-from .subscriber import LATEST, POLICIES, QUEUE
+from .session import Session
+from .subscriber import LATEST, POLICIES
+
+_RECONNECT_INTERVAL = 0.1
+
 
 class Consumer:
     """A connection to the producer at `path`, with every buffer mapped read-only.
@@ -30,78 +29,44 @@ class Consumer:
         max_held: frames this consumer may hold at once.
         depth: frames the producer may queue ahead (policy ``queue``).
         timeout: seconds to wait for the producer during the handshake.
+        reconnect: when the producer goes away, wait for it to come back and
+            carry on with its new buffers instead of raising `ProducerGone`.
+            Sequence numbers start again with the new producer run.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, name: str = "", policy: str = LATEST,
-                 max_held: int = 2, depth: int = 4, timeout: float = 5.0) -> None:
+                 max_held: int = 2, depth: int = 4, timeout: float = 5.0,
+                 reconnect: bool = False) -> None:
         if policy not in POLICIES:
             raise FramebusError(f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
         if not 1 <= max_held <= 256 or not 0 <= depth <= 256:
             raise FramebusError("max_held must be 1..256 and depth 0..256")
         self.path = os.fspath(path)
-        self.name = name or f"pid{os.getpid()}"
+        self.name = (name or f"pid{os.getpid()}")[:64]
         self.policy = policy
         self.max_held = max_held
+        self.depth = depth
+        self.reconnect = reconnect
+        self._timeout = timeout
         self._closed = False
-        self._gone: ProducerGone | None = None
         self._held: dict[int, Frame] = {}
         self._credit_pending = False  # a CREDIT is out and its frame not yet received
         self._credit_stale = False  # ... and it was sent by an earlier get() call
         self._last_seq = 0
         self.received = 0
         self.dropped = 0
-        self._ctrl: socket.socket | None = None
-        self._mapping: ReadOnlyMapping | None = None
-        self._status: StatusBoard | None = None
-        self._ctx: zmq.Context | None = None
-        self._dealer: zmq.Socket | None = None
-        try:
-            self._ctrl = handshake.connect(self.path, timeout)
-            token, endpoint = self._handshake(timeout, policy, max_held, depth)
-            self._ctx = zmq.Context(io_threads=1)
-            self._dealer = self._ctx.socket(zmq.DEALER)
-            self._dealer.setsockopt(zmq.LINGER, 0)
-            self._dealer.setsockopt(zmq.ROUTING_ID, token)
-            self._dealer.connect(endpoint)
-            self._poller = zmq.Poller()
-            self._poller.register(self._dealer, zmq.POLLIN)
-            self._poller.register(self._ctrl.fileno(), zmq.POLLIN)
-            self._ctrl.setblocking(False)
-            if policy == QUEUE:
-                self._send(protocol.CREDIT.encode(0))  # "connected": frames may flow
-        except BaseException:
-            self.close()
-            raise
+        self.sessions = 0  # producer runs attached to (more than 1 after reconnects)
+        self._session: Session | None = self._attach()
 
-    def _handshake(self, timeout: float, policy: str, max_held: int,
-                   depth: int) -> tuple[bytes, str]:
-        """Read HELLO, map what it describes, ATTACH; returns (token, endpoint)."""
-        self._ctrl.settimeout(timeout)
-        values, fds = handshake.read_hello(self._ctrl, self.path)
-        _, session, fmt, table, endpoint, token, lease_ms = values
-        try:
-            self.format = FrameFormat.from_wire(fmt)
-            self.table = BufferTable.from_wire(table, self.format)
-            if len(fds) != len(self.table.memories) + 1:
-                raise ProtocolError(f"HELLO carried {len(fds)} fds, "
-                                    f"expected {len(self.table.memories) + 1}")
-        except BaseException:
-            fdpass.close_all(fds)
-            raise
-        self.session = session
-        self.lease_timeout = lease_ms / 1000
-        status_fd = fds.pop()
-        try:
-            self._mapping = ReadOnlyMapping(self.format, self.table, fds)
-        except BaseException:
-            os.close(status_fd)
-            raise
-        self._status = StatusBoard.attach(status_fd, len(self.table.buffers), session)
-        answer = handshake.attach(self._ctrl, self.path, "consumer", self.name, policy,
-                                  max_held, depth)
-        if answer.kind is not protocol.ACCEPT:
-            raise ProtocolError(f"expected ACCEPT, got {answer.kind.name}")
-        return token, endpoint
+    def _attach(self) -> Session:
+        session = Session(self.path, self.name, self.policy, self.max_held, self.depth,
+                          self._timeout)
+        self.format: FrameFormat = session.format
+        self.lease_timeout = session.lease_timeout
+        self.sessions += 1
+        self._last_seq = 0
+        self._credit_pending = self._credit_stale = False
+        return session
 
     # ------------------------------------------------------------------ API
     def __enter__(self) -> Consumer:
@@ -119,41 +84,30 @@ class Consumer:
         """The next frame (policy latest: the newest one not yet seen).
 
         Raises `framebus.Timeout` after `timeout` seconds (None: no limit),
-        `framebus.ProducerGone` once the producer has gone, and
-        `FramebusError` if this consumer already holds `max_held` frames.
+        `framebus.ProducerGone` once the producer has gone (unless
+        `reconnect`), and `FramebusError` if this consumer already holds
+        `max_held` frames.
         """
         if self._closed:
             raise FramebusError("consumer is closed")
-        if self._gone is not None:
-            raise self._gone
         if len(self._held) >= self.max_held:
             raise FramebusError(f"consumer {self.name!r} already holds max_held={self.max_held} "
                                 f"frames; release one before asking for another")
-        if self.policy == LATEST:
-            if self._credit_pending:
-                self._credit_stale = True
-            else:
-                self._send(protocol.CREDIT.encode(1))
-                self._credit_pending = True
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            frame = self._receive(deadline, timeout)
-            if self.policy == LATEST:
-                self._credit_pending = False
-                stale = self._credit_stale and self._status.newest > frame.seq
-                self._credit_stale = False
-                if stale:  # asked for long ago: let it go and ask for the newest
-                    frame.release()
-                    self._send(protocol.CREDIT.encode(1))
-                    self._credit_pending = True
-                    continue
-            return frame
+            session = self._session or self._reattach(deadline, timeout)
+            try:
+                return self._get(session, deadline, timeout)
+            except ProducerGone:
+                if not self.reconnect:
+                    raise
+                self._drop_session()
 
     def __iter__(self) -> Iterator[Frame]:
         """Every frame in turn, each released when the next is asked for.
 
         Ends when the producer shuts down cleanly; raises `ProducerGone` if it
-        vanished.
+        vanished (with `reconnect`, it waits for the producer instead).
         """
         frame: Frame | None = None
         try:
@@ -176,43 +130,33 @@ class Consumer:
         if self._closed:
             return
         self._closed = True
-        if self._held and self._dealer is not None and self._gone is None:
-            self._send(protocol.RELEASE.encode(list(self._held)[: protocol.MAX_RELEASE_BATCH]))
-        for frame in list(self._held.values()):
-            frame._views = frame._array = None
-        self._held.clear()
-        if self._dealer is not None:
-            self._dealer.close(linger=0)
-        if self._ctx is not None:
-            self._ctx.term()
-        if self._ctrl is not None:
-            self._ctrl.close()
-        if self._mapping is not None:
-            self._mapping.close()
-        if self._status is not None:
-            self._status.close()
+        self._drop_session()
 
     # ------------------------------------------------------------ internals
-    def _receive(self, deadline: float | None, timeout: float | None) -> Frame:
-        ctrl_fd = self._ctrl.fileno()
+    def _get(self, session: Session, deadline: float | None, timeout: float | None) -> Frame:
+        if self.policy == LATEST:
+            if self._credit_pending:
+                self._credit_stale = True
+            else:
+                session.send(protocol.CREDIT.encode(1))
+                self._credit_pending = True
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            events = dict(self._poller.poll(None if remaining is None else remaining * 1000))
-            if ctrl_fd in events:
-                self._on_control()
-            if self._dealer in events:
-                try:
-                    payload = self._dealer.recv(zmq.NOBLOCK)
-                except zmq.Again:
+            frame = self._frame(session, session.receive(deadline, timeout))
+            if self.policy == LATEST:
+                self._credit_pending = False
+                stale = self._credit_stale and session.status.newest > frame.seq
+                self._credit_stale = False
+                if stale:  # asked for long ago: let it go and ask for the newest
+                    frame.release()
+                    session.send(protocol.CREDIT.encode(1))
+                    self._credit_pending = True
                     continue
-                return self._on_frame(payload)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise Timeout(f"no frame within {timeout} s")
+            return frame
 
-    def _on_frame(self, payload: bytes) -> Frame:
+    def _frame(self, session: Session, payload: bytes) -> Frame:
         seq, index, stamp, used = protocol.expect(
             payload, protocol.FRAME, protocol.BUS, protocol.MAX_ZMQ_MESSAGE)
-        views = self._mapping.views
+        views = session.views
         if index >= len(views) or used > len(views[index].raw) or seq <= self._last_seq:
             raise ProtocolError(f"producer announced an impossible frame "
                                 f"(seq {seq}, buffer {index}, {used} bytes)")
@@ -220,39 +164,36 @@ class Consumer:
             self.dropped += seq - self._last_seq - 1
         self._last_seq = seq
         self.received += 1
+
+        def release(seq: int) -> None:
+            # Bound to this session: a frame of an earlier producer run is
+            # forgotten locally and never released into the new one.
+            if self._held.pop(seq, None) is not None and self._session is session:
+                session.send(protocol.RELEASE.encode([seq]))
+
         frame = Frame(seq, index, stamp, used, views[index], self.format.compressed,
-                      self._status, self._release)
+                      session.status, release)
         self._held[seq] = frame
         return frame
 
-    def _on_control(self) -> None:
-        """The producer said goodbye or its end of the control socket closed."""
-        try:
-            data = self._ctrl.recv(protocol.MAX_CONTROL_MESSAGE)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            data, reason = b"", f"connection error: {exc}"
-        else:
-            reason = "the producer closed the connection (it exited or crashed)"
-        gone = ProducerGone(reason)
-        if data:
+    def _reattach(self, deadline: float | None, timeout: float | None) -> Session:
+        """Attach to the producer again, waiting for it to come back."""
+        while True:
             try:
-                (bye,) = protocol.expect(data, protocol.BYE, protocol.CONTROL,
-                                         protocol.MAX_CONTROL_MESSAGE)
-                gone = ProducerGone(bye, clean=True)
-            except ProtocolError as exc:
-                gone = ProducerGone(f"the producer broke the protocol: {exc}")
-        self._gone = gone
-        raise gone
+                self._session = self._attach()
+                return self._session
+            except (NoProducer, ProducerRefusedConnection, ProducerGone, Timeout):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(f"no producer at {self.path} within {timeout} s") from None
+                time.sleep(_RECONNECT_INTERVAL)
 
-    def _release(self, seq: int) -> None:
-        if self._held.pop(seq, None) is not None and self._gone is None and not self._closed:
-            self._send(protocol.RELEASE.encode([seq]))
-
-    def _send(self, payload: bytes) -> None:
-        try:
-            self._dealer.send(payload, zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # the producer is not reading; its lease timeout reclaims the frame
-
+    def _drop_session(self) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        held = list(self._held)
+        if held:
+            session.send(protocol.RELEASE.encode(held[: protocol.MAX_RELEASE_BATCH]))
+        for frame in list(self._held.values()):
+            frame.release()  # local only now: the session is no longer current
+        session.close()

@@ -3,14 +3,16 @@
 The control socket is a ``SOCK_SEQPACKET`` Unix socket (mode 0660 by default).
 A socket file left by a crashed producer is detected (nobody accepts on it) and
 replaced; a live producer's socket is never stolen. The zmq ipc endpoint lives
-in a directory next to it that is not world-accessible, with the socket's
-owner, group and mode, so only the clients allowed to connect can reach it.
+in a directory next to it that nobody but the owner (and group, if the mode
+admits it) can list, under a random name that only HELLO reveals: a peer must
+pass the control socket's SO_PEERCRED check to learn where the bus is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import socket
 import stat
@@ -81,22 +83,25 @@ class PrivateDir:
     def __init__(self, socket_path: str, mode: int = 0o660, group: int | None = None) -> None:
         parent, base = os.path.split(os.path.abspath(socket_path))
         self.path = os.path.join(parent, f".{base}.bus")
-        if len(os.fsencode(self.path)) + 8 > _MAX_UNIX_PATH:
+        if len(os.fsencode(self.path)) + 24 > _MAX_UNIX_PATH:
             digest = hashlib.sha1(os.fsencode(self.path)).hexdigest()[:16]
             self.path = os.path.join("/tmp", f"framebus-{os.getuid()}-{digest}.bus")
         # Only called once remove_if_stale() has shown nobody serves this path,
         # so a directory here is a crashed producer's leftover.
         shutil.rmtree(self.path, ignore_errors=True)
-        dir_mode = 0o700 | (0o050 if mode & 0o060 else 0)
+        # Search (x) but never list (r) for those the socket's mode admits:
+        # uids allowed by the producer's allow-list need not share its group.
+        dir_mode = 0o700 | (0o050 if mode & 0o060 else 0) | (0o001 if mode & 0o006 else 0)
         os.mkdir(self.path, 0o700)
         _restrict(self.path, dir_mode, group)
-        self.endpoint = "ipc://" + os.path.join(self.path, "bus")
+        self._file = os.path.join(self.path, f"bus-{secrets.token_hex(8)}")
+        self.endpoint = "ipc://" + self._file
         self._mode = mode
         self._group = group
 
     def restrict_endpoint(self) -> None:
         """Give the zmq socket file the control socket's mode (after bind)."""
-        _restrict(os.path.join(self.path, "bus"), self._mode, self._group)
+        _restrict(self._file, self._mode, self._group)
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

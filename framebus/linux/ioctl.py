@@ -16,7 +16,6 @@ struct it is declared with.
 from __future__ import annotations
 
 import ctypes
-import errno
 import fcntl
 from typing import TypeAlias
 
@@ -149,9 +148,5 @@ def ioctl(
     while True:
         try:
             return fcntl.ioctl(fd, request, call_arg, True)  # type: ignore[call-overload]
-        except InterruptedError:
+        except InterruptedError:  # EINTR: a signal handler ran; ask again
             continue
-        except OSError as exc:
-            if exc.errno == errno.EINTR:  # pragma: no cover - InterruptedError above
-                continue
-            raise

@@ -29,8 +29,6 @@ from ctypes import (
 
 from framebus.linux.ioctl import _IOR, _IOW, _IOWR
 
-__all__ = ["fourcc", "fourcc_str", "STRUCTS"]  # plus the kernel names below
-
 # --- helpers -----------------------------------------------------------------
 
 
