@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--allow-gid", type=int, action="append", default=[],
                          help="admit peers whose primary gid is this (repeatable)")
     produce.add_argument("--max-consumers", type=int, default=64)
+    produce.add_argument("--config", help="TOML file with allow_uids, allow_gids, lease_timeout, "
+                                          "max_consumers; re-read on SIGHUP")
     produce.add_argument("--memory", choices=("auto", "userptr", "dmabuf", "copy"), default="auto",
                          help="v4l2: how frames reach the bus (default: the best the driver has)")
 

@@ -8,6 +8,7 @@ under us either.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 
@@ -29,6 +30,7 @@ class ReadOnlyMapping:
         try:
             if len(fds) != len(table.memories):
                 raise FramebusError(f"producer sent {len(fds)} fds for {len(table.memories)} memories")
+            check_map_count(len(fds))
             for fd, mem in zip(fds, table.memories):
                 self._maps.append(_map_checked(fd, mem.size, mem.kind))
             self.views: list[FrameViews] = [frame_views(fmt, planes, self._maps)
@@ -49,6 +51,25 @@ class ReadOnlyMapping:
         self._maps = []
 
 
+def max_map_count() -> int:
+    with open("/proc/sys/vm/max_map_count") as f:
+        return int(f.read())
+
+
+def map_count() -> int:
+    with open("/proc/self/maps", "rb") as f:
+        return sum(1 for _ in f)
+
+
+def check_map_count(needed: int, margin: int = 64) -> None:
+    """Refuse clearly, before mmap fails with a bare ENOMEM, when `needed`
+    more mappings would cross the kernel's per-process limit."""
+    limit, used = max_map_count(), map_count()
+    if used + needed + margin > limit:
+        raise FramebusError(f"mapping {needed} buffers would exceed vm.max_map_count "
+                            f"({used} of {limit} mappings in use); raise the sysctl")
+
+
 def _map_checked(fd: int, size: int, kind: str) -> mmap.mmap:
     actual = memfd.file_size(fd)
     if actual < size:
@@ -60,4 +81,10 @@ def _map_checked(fd: int, size: int, kind: str) -> mmap.mmap:
             raise FramebusError("a buffer said to be a memfd is not one") from None
         if not seals & memfd.F_SEAL_SHRINK:
             raise FramebusError("buffer memfd is not sealed against shrinking")
-    return memfd.map_shared(fd, size, writable=False)
+    try:
+        return memfd.map_shared(fd, size, writable=False)
+    except OSError as exc:
+        if exc.errno == errno.ENOMEM:
+            raise FramebusError(f"cannot map a {size}-byte buffer: out of memory or of "
+                                f"mappings (vm.max_map_count {max_map_count()})") from None
+        raise

@@ -14,8 +14,10 @@ before sleeping on the fd again, so whoever touches the ROUTER drains it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import resource
 import secrets
 import select
 import socket
@@ -41,6 +43,7 @@ from .subscriber import LATEST, POLICIES, QUEUE, Subscriber
 log = logging.getLogger("framebus.producer")
 
 _MAX_ERRORS = 100  # protocol errors before a consumer is disconnected
+_FD_HEADROOM = 16  # fds kept free: each consumer costs a control fd and a zmq pipe fd
 _POLL_IN = select.POLLIN | select.POLLPRI
 _POLL_END = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
@@ -110,6 +113,7 @@ class Producer:
         self._listener: socket.socket | None = None
         self._inode = -1
         self._wake = (-1, -1)
+        self._spare_fd = -1
         self._thread: threading.Thread | None = None
         try:
             if not 0 <= reserve < (len(pool) if pool else buffers):
@@ -132,6 +136,7 @@ class Producer:
             self._router.bind(self._dir.endpoint)
             self._dir.restrict_endpoint()
             self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            self._spare_fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             self._thread = threading.Thread(target=self._serve, name="framebus-producer", daemon=True)
             self._thread.start()
         except BaseException:
@@ -221,6 +226,31 @@ class Producer:
         with self._cond:
             return self._report()
 
+    def reconfigure(self, *, allow_uids: Iterable[int] | None = None,
+                    allow_gids: Iterable[int] | None = None, lease_timeout: float | None = None,
+                    max_consumers: int | None = None) -> list[str]:
+        """Change settings while serving (the daemon does this on SIGHUP).
+
+        Consumers the new allow-list no longer admits are disconnected with a
+        reason they can read; returns the names of those disconnected.
+        """
+        with self._cond:
+            self._check_open()
+            if allow_uids is not None or allow_gids is not None:
+                self._access = AccessPolicy.default(
+                    self._access.uids if allow_uids is None else allow_uids,
+                    self._access.gids if allow_gids is None else allow_gids)
+            if lease_timeout is not None:
+                self.lease_timeout = lease_timeout
+            if max_consumers is not None:
+                self._max_consumers = max_consumers
+            evicted = [s for s in self._subs.values() if not self._access.admits(s.peer)]
+            for sub in evicted:
+                # The I/O thread sees the shutdown as this consumer's departure.
+                _send_quietly(sub.conn, protocol.BYE.encode("access revoked by the producer"))
+                sub.conn.shutdown(socket.SHUT_RDWR)
+            return [s.name for s in evicted]
+
     def close(self, reason: str = "producer shut down") -> None:
         """Tell every consumer goodbye, stop serving and free everything.
 
@@ -244,7 +274,7 @@ class Producer:
             endpoint.unlink_if_ours(self.path, self._inode)
         if self._dir is not None:
             self._dir.close()
-        for fd in self._wake:
+        for fd in (*self._wake, self._spare_fd):
             if fd >= 0:
                 os.close(fd)
         if self._status is not None:
@@ -325,10 +355,25 @@ class Producer:
                 conn, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and friends: keep serving the others
-                self._rate_log.warning("accept", "accept failed: %s", exc)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self._refuse_without_fds()
+                else:
+                    self._rate_log.warning("accept", "accept failed: %s", exc)
                 return
             self._greet(poller, conn)
+
+    def _refuse_without_fds(self) -> None:
+        """Out of fds, the pending connection would keep the listener readable
+        and the loop spinning: spend the spare fd to accept and refuse it."""
+        os.close(self._spare_fd)
+        try:
+            conn, _ = self._listener.accept()
+            self._refuse(conn, "limit", _fd_limit_reason())
+        except OSError:
+            pass
+        finally:
+            self._spare_fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
 
     def _greet(self, poller: select.poll, conn: socket.socket) -> None:
         conn.setblocking(False)
@@ -338,7 +383,11 @@ class Producer:
             return
         if len(self._subs) + len(self._handshakes) >= self._max_consumers:
             self._refuse(conn, "limit", f"the producer serves its maximum of "
-                                        f"{self._max_consumers} consumers")
+                                        f"{self._max_consumers} consumers (max_consumers)")
+            return
+        if _open_fds() + _FD_HEADROOM > _fd_limit():
+            # Refuse before libzmq's I/O thread runs out of fds for the new pipe.
+            self._refuse(conn, "limit", _fd_limit_reason())
             return
         token = b"F" + secrets.token_bytes(15)  # a zmq routing id may not start with 0
         hello = protocol.HELLO.encode(
@@ -529,9 +578,23 @@ class Producer:
             "format": self.format.to_wire(), "buffers": len(self._pool),
             "free": self._leases.free_count(), "leased": self._leases.leased_count(),
             "uptime_s": uptime, "fps": self._counters["published"] / uptime,
+            "lease_timeout": self.lease_timeout, "max_consumers": self._max_consumers,
             **self._counters,
             "consumers": [s.report(self._leases.held(s.id), now) for s in self._subs.values()],
         }
+
+
+def _fd_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _fd_limit_reason() -> str:
+    return (f"the producer is out of file descriptors (RLIMIT_NOFILE {_fd_limit()}, "
+            f"{_open_fds()} open); raise its limit (LimitNOFILE= in systemd)")
 
 
 def _drain_pipe(fd: int) -> None:

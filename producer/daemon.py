@@ -1,4 +1,8 @@
-"""`framebus produce`: run a producer in the foreground until SIGINT/SIGTERM."""
+"""`framebus produce`: run a producer in the foreground.
+
+SIGINT/SIGTERM stop it: every consumer gets a goodbye with the reason, the
+socket is removed and the exit status is 0. SIGHUP re-reads `--config`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from types import FrameType
 
 from framebus import FramebusError, FrameFormat, Producer
 
+from . import config
 from .source import Source
 from .synthetic import SyntheticSource
 
@@ -28,27 +33,40 @@ def open_source(spec: str, fmt: FrameFormat, fps: float, args: argparse.Namespac
 
 def run(args: argparse.Namespace) -> int:
     """Serve frames from the chosen source until a signal arrives."""
-    stop = threading.Event()
+    defaults = config.Settings(tuple(args.allow_uid), tuple(args.allow_gid),
+                               args.lease_timeout, args.max_consumers)
+    settings = config.load(args.config, defaults)
+    stop, reload = threading.Event(), threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        stop.set()
+        # Only set flags here: the main thread may hold the bus lock right now.
+        (reload if signum == signal.SIGHUP else stop).set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     try:
         fmt = FrameFormat(args.width, args.height, args.format)
         source = open_source(args.source, fmt, args.fps, args)
         try:
             with Producer(args.socket, source.format, args.buffers, pool=source.pool(),
-                          reserve=source.reserve, lease_timeout=args.lease_timeout,
+                          reserve=source.reserve, lease_timeout=settings.lease_timeout,
                           mode=int(args.mode, 8), group=args.group,
-                          allow_uids=args.allow_uid, allow_gids=args.allow_gid,
-                          max_consumers=args.max_consumers) as bus:
+                          allow_uids=settings.allow_uids, allow_gids=settings.allow_gids,
+                          max_consumers=settings.max_consumers) as bus:
+                reloader = threading.Thread(target=_reload_on_hup, name="framebus-reload",
+                                            args=(bus, args.config, defaults, stop, reload))
+                reloader.start()
                 log.info("serving %s %dx%d at %s on %s", source.format.pixel_format,
                          source.format.width, source.format.height,
                          f"{args.fps:g} fps" if args.fps else "full speed", args.socket)
-                source.run(bus, stop)
+                try:
+                    source.run(bus, stop)
+                finally:
+                    stop.set()
+                    reload.set()
+                    reloader.join()
                 stats = bus.stats()
+                bus.close("producer stopped by signal" if stop.is_set() else "source ended")
         finally:
             source.close()
     finally:
@@ -57,3 +75,22 @@ def run(args: argparse.Namespace) -> int:
     log.info("published %d frames, %d leases revoked, %d reclaimed",
              stats["published"], stats["revoked"], stats["reclaimed"])
     return 0
+
+
+def _reload_on_hup(bus: Producer, path: str | None, defaults: config.Settings,
+                   stop: threading.Event, reload: threading.Event) -> None:
+    while True:
+        reload.wait()
+        reload.clear()
+        if stop.is_set():
+            return
+        try:
+            settings = config.load(path, defaults)
+        except FramebusError as exc:
+            log.error("SIGHUP: keeping the current settings: %s", exc)
+            continue
+        evicted = bus.reconfigure(allow_uids=settings.allow_uids, allow_gids=settings.allow_gids,
+                                  lease_timeout=settings.lease_timeout,
+                                  max_consumers=settings.max_consumers)
+        log.info("SIGHUP: reloaded %s%s", path or "settings",
+                 f"; disconnected {', '.join(evicted)}" if evicted else "")

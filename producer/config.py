@@ -1,0 +1,60 @@
+"""The daemon's configuration file (TOML), read at start and on SIGHUP.
+
+Keys (all optional; command-line options give the defaults):
+
+    allow_uids = [1000, 1001]   # admitted besides the producer's own uid and root
+    allow_gids = [44]           # peers whose primary gid is one of these
+    lease_timeout = 1.0         # seconds
+    max_consumers = 64
+
+All four are applied again on SIGHUP; consumers no longer admitted are
+disconnected with the reason "access revoked".
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+
+from framebus import FramebusError
+
+_INT_LISTS = ("allow_uids", "allow_gids")
+
+
+@dataclass(frozen=True)
+class Settings:
+    allow_uids: tuple[int, ...] = ()
+    allow_gids: tuple[int, ...] = ()
+    lease_timeout: float = 1.0
+    max_consumers: int = 64
+    extra: dict[str, object] = field(default_factory=dict, compare=False)
+
+
+def load(path: str | None, defaults: Settings) -> Settings:
+    """`defaults` overridden by the file at `path`; a clear error for bad content."""
+    if path is None:
+        return defaults
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise FramebusError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FramebusError(f"config {path} is not valid TOML: {exc}") from None
+    unknown = set(data) - {"allow_uids", "allow_gids", "lease_timeout", "max_consumers"}
+    if unknown:
+        raise FramebusError(f"config {path}: unknown keys {sorted(unknown)}")
+    for key in _INT_LISTS:
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(type(v) is int and v >= 0 for v in value):
+            raise FramebusError(f"config {path}: {key} must be a list of non-negative ints")
+    lease = data.get("lease_timeout", defaults.lease_timeout)
+    if not isinstance(lease, (int, float)) or isinstance(lease, bool) or lease <= 0:
+        raise FramebusError(f"config {path}: lease_timeout must be a positive number")
+    consumers = data.get("max_consumers", defaults.max_consumers)
+    if type(consumers) is not int or consumers < 1:
+        raise FramebusError(f"config {path}: max_consumers must be a positive int")
+    return Settings(
+        allow_uids=tuple(defaults.allow_uids) + tuple(data.get("allow_uids", [])),
+        allow_gids=tuple(defaults.allow_gids) + tuple(data.get("allow_gids", [])),
+        lease_timeout=float(lease), max_consumers=consumers)
