@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -14,6 +16,7 @@ from benchmarks import report, stats, transports
 from benchmarks.harness import CellError, run_cell
 from benchmarks.workload import ALL_PHASES, FLAT, PACED, CellSpec, Phase, Timing, parse_size
 
+SETTLE = 0.1  # s of quiet between cells, so one cell's teardown does not hit the next
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 #: name -> (sizes, consumer counts, repetitions, timing)
@@ -107,8 +110,26 @@ def _available(names: list[str]) -> tuple[dict[str, type], list[str]]:
     return found, notes
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the bench; 0 if every cell was measured, 1 if some failed, 2 on bad
+    arguments, 130 if interrupted (SIGINT or SIGTERM; everything is cleaned up)."""
     args = _parser().parse_args(argv)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, _interrupt)
+    try:
+        return _run(args, argv)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
         preset, frames, consumers, repeat, timing = _plan(args)
         modes = _csv(args.modes)
@@ -132,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     interrupted = False
     wake = None
-    if preset != "smoke":
-        wake = report.wake_floor(timing.rate, 0.5)
     try:
+        if preset != "smoke":
+            wake = report.wake_floor(timing.rate, 0.5)
         done = 0
         for rep in range(repeat):
             for ci, (frame, n, mode) in enumerate(cells):
@@ -154,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                         status = "FAILED: " + str(exc).splitlines()[-1]
                     print(f"[{done}/{total}] {name:9s} {frame.label:16s} {n} cons {mode:5s} rep {rep + 1}: "
                           f"{status} ({time.monotonic() - t:.1f} s)", file=sys.stderr, flush=True)
+                    time.sleep(SETTLE)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: every process and segment was cleaned up; writing what was measured", file=sys.stderr)
