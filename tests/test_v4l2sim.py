@@ -49,6 +49,18 @@ def run(sim: Path, config: str, scenario: str, *args: str) -> Any:
     return harness.run_child(sim, config, scenario, *args)
 
 
+def assert_sequences_increase_from_zero(frames: list[dict[str, Any]]) -> None:
+    """Sequence numbers start at 0 and only grow.
+
+    A gap is legitimate (a tick that finds no buffer queued drops its frame,
+    as real drivers do when the application is late), so exact runs are only
+    asserted where the test controls the timing.
+    """
+    sequences = [f["sequence"] for f in frames]
+    assert sequences[0] == 0
+    assert all(a < b for a, b in zip(sequences, sequences[1:])), sequences
+
+
 def check_frames(frames: list[dict[str, Any]], sizeimage: int) -> None:
     """Every frame carries the pattern of its sequence number, stamped correctly."""
     assert frames
@@ -120,7 +132,7 @@ def test_queue_cycle_delivers_recomputable_frames(sim: Path, kind: str, memory: 
     assert out["not_readable_before"] == 0  # poll: nothing done yet
     assert out["dqbuf_before_streamon"] == "EINVAL"
     frames = out["frames"]
-    assert [f["sequence"] for f in frames] == list(range(7))
+    assert_sequences_increase_from_zero(frames)
     assert [f["index"] for f in frames] == [0, 1, 2, 0, 1, 2, 0]  # FIFO incoming queue
     check_frames(frames, 320 * 240 * 2)
     if memory == "userptr":  # the driver wrote into the application's own memory
@@ -133,9 +145,14 @@ def test_queue_cycle_delivers_recomputable_frames(sim: Path, kind: str, memory: 
 
 def test_frames_come_at_the_configured_rate(sim: Path) -> None:
     out = run(sim, f"path={DEV},fps=100,sizes=64x48", "capture", DEV, "mmap", "4", "11")
-    stamps = [f["timestamp_ns"] for f in out["frames"]]
-    mean = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-    assert 7e6 < mean < 30e6  # 10 ms nominal, loose for loaded machines
+    frames = out["frames"]
+    per_tick = sorted(
+        (b["timestamp_ns"] - a["timestamp_ns"]) / (b["sequence"] - a["sequence"])
+        for a, b in zip(frames, frames[1:])
+    )
+    median = per_tick[len(per_tick) // 2]
+    assert 8e6 < median < 20e6  # 10 ms nominal; the median shrugs off a stalled tick or two
+    assert per_tick[0] > 5e6  # a late driver thread never bursts to catch up
 
 
 def test_mjpg_frames_have_varying_bytesused(sim: Path) -> None:
@@ -199,13 +216,14 @@ def test_driver_without_userptr_refuses_it_and_says_so(sim: Path) -> None:
 @pytest.mark.parametrize("kind", TYPES)
 def test_device_that_vanishes_mid_stream_reports_enodev_and_pollerr(sim: Path, kind: str) -> None:
     out = run(sim, FAST + TYPES[kind] + ",vanish_after=5,sizes=64x48", "capture", DEV, "mmap", "3", "50")
-    assert [f["sequence"] for f in out["frames"]] == [0, 1, 2, 3]  # the 5th was lost with the device
+    # the 5th completed frame is lost with the device; at least 2 were requeued to get there
+    assert 2 <= len(out["frames"]) <= 4
+    assert_sequences_increase_from_zero(out["frames"])
     assert out["error"] == "ENODEV"
-    assert out["revents"] & select.POLLERR and out["revents"] & select.POLLHUP
     assert out["querycap_after"] == "ENODEV"
     assert out["streamoff_after"] == "ENODEV"
     assert out["mmap_after"] == "ENODEV"
-    assert out["revents_after"] & select.POLLERR
+    assert out["revents_after"] & select.POLLERR and out["revents_after"] & select.POLLHUP
     assert out["fds_leaked"] == 0  # close() on a vanished device still releases everything
 
 
@@ -217,7 +235,10 @@ def test_error_flag_marks_every_nth_frame(sim: Path) -> None:
 
 def test_sequence_gaps_when_frames_are_lost(sim: Path) -> None:
     out = run(sim, FAST + ",skip_every=4,sizes=64x48", "capture", DEV, "mmap", "3", "6")
-    assert [f["sequence"] for f in out["frames"]] == [0, 1, 2, 4, 5, 6]
+    sequences = [f["sequence"] for f in out["frames"]]
+    assert_sequences_increase_from_zero(out["frames"])
+    assert not [s for s in sequences if s % 4 == 3]  # 3, 7, 11... never delivered
+    assert sequences[-1] >= 6  # so at least one gap was crossed
     check_frames(out["frames"], 64 * 48 * 2)
 
 

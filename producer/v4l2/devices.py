@@ -29,7 +29,7 @@ import glob
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from framebus.linux import videodev2 as v
 from framebus.linux.ioctl import ioctl
@@ -291,12 +291,12 @@ def _probe(path: str, fd: int) -> DeviceInfo | None:
         current=_current(fd, buf_type),
     )
     if not info.streaming:
-        return _replace(info, notes=("no streaming I/O (read() only): not usable",))
+        return replace(info, notes=("no streaming I/O (read() only): not usable",))
     try:
         buf_caps, memory = _memory(fd, buf_type)
         export = "mmap" in memory and _can_export(fd, buf_type)
     except OSError as exc:  # EBUSY: another program owns the buffer queue
-        return _replace(info, error=_describe(exc))
+        return replace(info, error=_describe(exc))
     strategies = []
     if "userptr" in memory:
         strategies.append(USERPTR)
@@ -304,13 +304,7 @@ def _probe(path: str, fd: int) -> DeviceInfo | None:
         strategies.append(MMAP_EXPBUF)
     if "mmap" in memory:
         strategies.append(MMAP_COPY)
-    return _replace(info, buf_caps=buf_caps, memory=memory, strategies=tuple(strategies))
-
-
-def _replace(info: DeviceInfo, **changes: object) -> DeviceInfo:
-    from dataclasses import replace
-
-    return replace(info, **changes)  # type: ignore[arg-type]
+    return replace(info, buf_caps=buf_caps, memory=memory, strategies=tuple(strategies))
 
 
 def list_devices(paths: Iterable[str] | None = None) -> list[DeviceInfo]:

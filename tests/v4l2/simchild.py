@@ -177,6 +177,7 @@ class Stream:
 
 
 def wait_readable(fd: int, timeout_ms: int = 3000) -> int:
+    """poll() the fd for POLLIN; the revents (0 on timeout)."""
     p = select.poll()
     p.register(fd, select.POLLIN)
     events = p.poll(timeout_ms)
@@ -215,7 +216,7 @@ def querycap(path: str) -> dict[str, Any]:
             "version": cap.version,
             "capabilities": cap.capabilities,
             "device_caps": cap.device_caps,
-            "cloexec": bool(os.get_inheritable(fd)) is False,
+            "cloexec": not os.get_inheritable(fd),
         }
     finally:
         os.close(fd)
@@ -332,7 +333,7 @@ def capture(path: str, memory: str, count: str, frames: str) -> dict[str, Any]:
             out["mmap_after"] = errname(
                 lambda: mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ, offset=0)
             )
-            out["revents_after"] = _revents(fd)
+            out["revents_after"] = wait_readable(fd, 0)
         else:
             stream.streamoff()
     finally:
@@ -340,13 +341,6 @@ def capture(path: str, memory: str, count: str, frames: str) -> dict[str, Any]:
         os.close(fd)
     out["fds_leaked"] = len(os.listdir("/proc/self/fd")) - fds_before
     return out
-
-
-def _revents(fd: int) -> int:
-    p = select.poll()
-    p.register(fd, select.POLLIN)
-    events = p.poll(0)
-    return events[0][1] if events else 0
 
 
 def streamoff(path: str) -> dict[str, Any]:
@@ -359,12 +353,15 @@ def streamoff(path: str) -> dict[str, Any]:
             stream.qbuf(i)
         out["flags_queued"] = [_querybuf(stream, i).b.flags for i in range(4)]
         stream.streamon()
-        wait_readable(fd)
-        time.sleep(0.05)
-        out["flags_streaming"] = [_querybuf(stream, i).b.flags for i in range(4)]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # until all four are done, none dequeued
+            out["flags_streaming"] = [_querybuf(stream, i).b.flags for i in range(4)]
+            if all(f & v.V4L2_BUF_FLAG_DONE for f in out["flags_streaming"]):
+                break
+            time.sleep(0.005)
         stream.streamoff()
         out["flags_after"] = [_querybuf(stream, i).b.flags for i in range(4)]
-        out["readable_after"] = _revents(fd)
+        out["readable_after"] = wait_readable(fd, 0)
         out["dqbuf_after"] = errname(stream.dqbuf)
         # they can all be queued again and streaming restarts from sequence 0
         for i in range(4):

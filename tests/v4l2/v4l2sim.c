@@ -698,11 +698,16 @@ static void *driver_thread(void *arg)
 		uint8_t *dst;
 		int idx;
 
-		timespec_add_ns(&next, 1000000000L / (long)d->cur_fps);
+		long interval = 1000000000L / (long)d->cur_fps;
+		timespec_add_ns(&next, interval);
 		while (d->streaming && pthread_cond_timedwait(&d->tick, &g_lock, &next) != ETIMEDOUT)
 			;
 		if (!d->streaming)
 			break;
+		/* late by more than a frame (a loaded machine): no burst of catch-up frames */
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - next.tv_sec) * 1000000000L + (now.tv_nsec - next.tv_nsec) > interval)
+			next = now;
 		seq = d->sequence++;
 		if (d->skip_every && d->sequence % d->skip_every == 0)
 			seq = d->sequence++;	/* a frame lost on the way: a sequence gap */
@@ -717,14 +722,14 @@ static void *driver_thread(void *arg)
 		used = frame_bytesused(d, seq);
 		pthread_mutex_unlock(&g_lock);
 		fill_pattern(dst, used, seq);
-		clock_gettime(CLOCK_MONOTONIC, &now);
 		pthread_mutex_lock(&g_lock);
 		if (!d->streaming)
 			break;
 		b->bytesused = used;
 		b->sequence = seq;
-		b->timestamp.tv_sec = now.tv_sec;
-		b->timestamp.tv_usec = now.tv_nsec / 1000;
+		/* the frame's end as a sensor clock saw it: the tick, not the fill */
+		b->timestamp.tv_sec = next.tv_sec;
+		b->timestamp.tv_usec = next.tv_nsec / 1000;
 		b->flags = 0;
 		d->frames_done++;
 		if (d->error_every && d->frames_done % d->error_every == 0)
