@@ -44,10 +44,12 @@ from benchmarks.transports.base import ConsumerSide, ProducerSide, Setup, Transp
 from benchmarks.workload import CAPTURE, FLAT, PACED, CellSpec, capture_buffer, read_stamp, stamp
 
 CTX = mp.get_context("fork")  # children inherit the transport's queues and mappings
-_T0, _STOP = 0, 1  # slots of the control block
+# slots of the control block: start time, stop flag, producer done, its last measured seq
+_T0, _STOP, _DONE, _LAST = 0, 1, 2, 3
 SETUP_TIMEOUT = 30.0  # s: a process to open its side of the transport
 FINISH_MARGIN = 30.0  # s: past the schedule's end before the harness gives up
 ACQUIRE_TIMEOUT = 2.0  # s: producer waiting for a free transport buffer
+DRAIN_TIMEOUT = 10.0  # s: lossless consumers waiting for the last measured frame
 _cells = itertools.count()
 
 
@@ -148,6 +150,7 @@ def _produce(side: ProducerSide, spec: CellSpec, maps_capture: bool, t0: int, ct
                 published += 1
                 dropped += drops
                 first_seq = first_seq or seq
+                ctl[_LAST] = seq
         cpu = _cpu_ns() - cpu0 if cpu0 is not None else 0
         phases.append({"published": published, "dropped": dropped, "cpu_ns": cpu, "first_seq": first_seq})
     return {"phases": phases}
@@ -165,6 +168,8 @@ def _consume(side: ConsumerSide, spec: CellSpec, t0: int, ctl: Any) -> dict[str,
     bounds = sorted((t, k, sign) for k, (_, s, e) in enumerate(windows) for t, sign in ((s, -1), (e, 1)))
     bi = 0
     end = windows[-1][2] + int(timing.gap * 1e9)
+    give_up = end + int(DRAIN_TIMEOUT * 1e9)
+    lossless = spec.phases[0].mode == FLAT
     last_seq = 0
     seq_offset: int | None = None
     k = 0
@@ -195,7 +200,10 @@ def _consume(side: ConsumerSide, spec: CellSpec, t0: int, ctl: Any) -> dict[str,
             _, j, sign = bounds[bi]
             cpu[j] += sign * _cpu_ns()
             bi += 1
-        if now >= end or ctl[_STOP]:
+        # Lossless mode: every measured frame is still on its way to us; wait for the last.
+        if now >= end and ctl[_DONE] and (not lossless or last_seq >= ctl[_LAST] or now >= give_up):
+            break
+        if ctl[_STOP]:
             break
     phases = [
         {"received": count[j], "bad": bad[j], "cpu_ns": max(cpu[j], 0), "latency_ns": lat[j].tobytes()}
@@ -218,6 +226,7 @@ def _child(
             prof.enable()
         if role == "producer":
             data = _produce(side, spec, transport.maps_capture, t0, ctl)  # type: ignore[arg-type]
+            ctl[_DONE] = 1
         else:
             data = _consume(side, spec, t0, ctl)  # type: ignore[arg-type]
         if prof and profile_dir:
@@ -289,7 +298,7 @@ def run_cell(spec: CellSpec, transport_cls: type[Transport], profile_dir: str | 
     KeyboardInterrupt through; either way after cleaning everything up."""
     workdir = tempfile.mkdtemp(prefix="fbbench-")
     tag = f"{os.getpid()}x{next(_cells)}"
-    ctl = CTX.RawArray("q", 2)
+    ctl = CTX.RawArray("q", 4)
     results = CTX.Queue()
     procs: dict[tuple[str, int], Any] = {}
     transport: Transport | None = None

@@ -220,9 +220,12 @@ def markdown(doc: dict[str, Any]) -> str:
 def write_json(path: str, doc: dict[str, Any]) -> None:
     data = {k: v for k, v in doc.items() if k != "table"}
     data["targets"] = [{"target": n, "met": ok, "evidence": why} for n, ok, why in doc["targets"]]
+    rows = data.pop("results")
+    text = json.dumps(data, indent=1)
+    # one line per result row keeps the file small and diffable
+    body = ",\n  ".join(json.dumps(r, separators=(",", ":")) for r in rows)
     with open(path, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
+        f.write(text[:-2] + ',\n "results": [\n  ' + body + "\n ]\n}\n")
 
 
 def plot(path: str, rows: list[dict[str, Any]], transports: list[str]) -> str | None:
@@ -233,6 +236,7 @@ def plot(path: str, rows: list[dict[str, Any]], transports: list[str]) -> str | 
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return "matplotlib is not installed: no plot (pip install 'framebus[bench]')"
     counts = sorted({r["consumers"] for r in rows})
@@ -252,13 +256,16 @@ def plot(path: str, rows: list[dict[str, Any]], transports: list[str]) -> str | 
                     ax.plot(*zip(*pts), marker="o", label=t)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_title(f"{case}, {n} consumers")
+            sizes = sorted({(r["frame_bytes"], r["size"]) for r in rows})
+            ax.set_xticks([b for b, _ in sizes], [s for _, s in sizes])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.set_title(f"{case}, {n} consumer{'s' if n > 1 else ''}")
             ax.set_ylabel(label)
             ax.grid(True, which="both", alpha=0.3)
             if row == 1:
-                ax.set_xlabel("frame size, bytes")
+                ax.set_xlabel("frame size")
     axes[0][0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=70)
     plt.close(fig)
     return None

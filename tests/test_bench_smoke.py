@@ -49,6 +49,8 @@ def test_smoke_run(tmp_path) -> None:
             assert r["bad_frames"] == 0, f"{name} delivered wrong pixels: {r}"
             for field in NUMERIC:
                 assert r[field] is None or r[field] >= 0, (name, field)
+            if r["mode"] == "flat" and r["published_fps"]:  # lossless: nothing may be lost
+                assert r["delivered_pct"] == 100.0, f"{name} lost frames in lossless mode: {r}"
             for field in ("latency_p50_us", "latency_p99_us"):
                 assert r[field] is None or r[field] > 0, (name, field)
         assert sum(r["fps_per_consumer"] for r in rows) > 0, f"no frame reached a {name} consumer"
