@@ -118,7 +118,6 @@ def _produce(side: ProducerSide, spec: CellSpec, maps_capture: bool, t0: int, ct
         next_t = begin
         published = dropped = 0
         cpu0: int | None = None
-        first_seq = 0
         while True:
             now = time.monotonic_ns()
             if period:
@@ -149,10 +148,9 @@ def _produce(side: ProducerSide, spec: CellSpec, maps_capture: bool, t0: int, ct
             if start <= ts < stop:
                 published += 1
                 dropped += drops
-                first_seq = first_seq or seq
                 ctl[_LAST] = seq
         cpu = _cpu_ns() - cpu0 if cpu0 is not None else 0
-        phases.append({"published": published, "dropped": dropped, "cpu_ns": cpu, "first_seq": first_seq})
+        phases.append({"published": published, "dropped": dropped, "cpu_ns": cpu})
     return {"phases": phases}
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import select
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -50,6 +51,17 @@ def wake_floor(rate: float, seconds: float) -> dict[str, float]:
     return {"p50_us": round(float(np.percentile(arr, 50)) / 1e3, 1), "p99_us": round(float(np.percentile(arr, 99)) / 1e3, 1)}
 
 
+def _source_version() -> str | None:
+    """The framebus checkout measured: commit, plus "+dirty" with local changes."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        out = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty=+dirty"],
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -64,6 +76,7 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {
+        "source": _source_version(),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "kernel": f"{platform.system()} {platform.release()}",
@@ -196,7 +209,8 @@ def markdown(doc: dict[str, Any]) -> str:
     parts = [
         f"# framebus bench ({doc['preset']})",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['kernel']}, Python {m['python']}; {pk}.",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['kernel']}, Python {m['python']}; {pk}; "
+        f"source {m.get('source') or 'unknown'}.",
         f"Command: `{doc['command']}`",
         f"Paced rate {doc['config']['rate']} fps; window {doc['config']['duration']} s per phase after "
         f"{doc['config']['warmup']} s warm-up; {doc['config']['repeat']} repetition(s), transports "
