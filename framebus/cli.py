@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                                           "max_consumers; re-read on SIGHUP")
     produce.add_argument("--memory", choices=("auto", "userptr", "dmabuf", "copy"), default="auto",
                          help="v4l2: how frames reach the bus (default: the best the driver has)")
+    produce.add_argument("--on-unplug", choices=("exit", "wait"), default="exit",
+                         help="v4l2: when the camera goes away, exit (default) or wait for it "
+                              "to come back")
 
     consume = commands.add_parser(
         "consume", help="attach a consumer and report fps, latency and drops",

@@ -8,6 +8,7 @@ import numpy as np
 
 from .errors import FramebusError
 from .formats import FrameViews
+from .linux import dma_buf
 
 if TYPE_CHECKING:
     from .status import StatusBoard
@@ -22,11 +23,11 @@ class Frame:
     """
 
     __slots__ = ("seq", "index", "timestamp_ns", "bytesused", "_views", "_array",
-                 "_status", "_release")
+                 "_status", "_release", "_sync_fds")
 
     def __init__(self, seq: int, index: int, timestamp_ns: int, bytesused: int,
                  views: FrameViews, compressed: bool, status: StatusBoard,
-                 release: Callable[[int], None]) -> None:
+                 release: Callable[[int], None], sync_fds: tuple[int, ...] = ()) -> None:
         self.seq = seq
         self.index = index
         self.timestamp_ns = timestamp_ns  # CLOCK_MONOTONIC, ns
@@ -35,6 +36,11 @@ class Frame:
         self._array = views.array[:bytesused] if compressed else views.array
         self._status = status
         self._release = release
+        # A DMA-BUF (a driver's own buffer) is read between SYNC_START and
+        # SYNC_END, so caches are coherent with what the device wrote.
+        self._sync_fds = sync_fds
+        for fd in sync_fds:
+            dma_buf.sync_start(fd, read=True)
 
     @property
     def array(self) -> np.ndarray:
@@ -63,6 +69,11 @@ class Frame:
         if self._views is not None:
             self._views = None
             self._array = None
+            for fd in self._sync_fds:
+                try:
+                    dma_buf.sync_end(fd, read=True)
+                except OSError:
+                    pass  # the mapping went with its session; nothing left to sync
             self._release(self.seq)
 
     @property

@@ -3,7 +3,8 @@
 Each distinct fd is mapped once, ``PROT_READ`` and ``MAP_SHARED``, after its
 size has been checked against the table (a smaller file would SIGBUS us on
 access). memfds must carry the shrink seal, so the producer cannot shrink them
-under us either.
+under us either. A DMA-BUF's fd is kept open: CPU reads of it are bracketed
+with DMA_BUF_IOCTL_SYNC, which needs the fd.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import errno
 import mmap
 import os
 
-from .buffers import MEMFD, BufferTable, frame_views
+from .buffers import DMABUF, MEMFD, BufferTable, frame_views
 from .errors import FramebusError
 from .formats import FrameFormat, FrameViews
 from .linux import memfd
@@ -21,12 +22,15 @@ from .linux import memfd
 class ReadOnlyMapping:
     """Every buffer of a table, mapped read-only; owns the mappings.
 
-    Takes ownership of `fds`: they are closed once mapped (the mappings keep
-    the memory alive), or on any error.
+    Takes ownership of `fds`: memfds are closed once mapped (the mappings
+    keep the memory alive), DMA-BUFs when the mapping is closed.
     """
 
     def __init__(self, fmt: FrameFormat, table: BufferTable, fds: list[int]) -> None:
         self._maps: list[mmap.mmap] = []
+        self._kept: list[int] = []
+        #: per buffer, the DMA-BUF fds whose CPU access must be synced
+        self.sync_fds: list[tuple[int, ...]] = [() for _ in table.buffers]
         try:
             if len(fds) != len(table.memories):
                 raise FramebusError(f"producer sent {len(fds)} fds for {len(table.memories)} memories")
@@ -35,12 +39,17 @@ class ReadOnlyMapping:
                 self._maps.append(_map_checked(fd, mem.size, mem.kind))
             self.views: list[FrameViews] = [frame_views(fmt, planes, self._maps)
                                             for planes in table.buffers]
+            self._kept = [fd for fd, mem in zip(fds, table.memories) if mem.kind == DMABUF]
+            self.sync_fds = [tuple(dict.fromkeys(fds[p.memory] for p in planes
+                                                 if table.memories[p.memory].kind == DMABUF))
+                             for planes in table.buffers]
         except BaseException:
             self.close()
             raise
         finally:
             for fd in fds:
-                os.close(fd)
+                if fd not in self._kept:
+                    os.close(fd)
 
     def close(self) -> None:
         """Drop the views and unmap; safe twice. A mapping a caller still
@@ -49,6 +58,9 @@ class ReadOnlyMapping:
         for m in self._maps:
             memfd.unmap(m)
         self._maps = []
+        for fd in self._kept:
+            os.close(fd)
+        self._kept = []
 
 
 def max_map_count() -> int:

@@ -38,7 +38,7 @@ from .linux import fdpass
 from .linux.fdpass import Credentials
 from .ratelimit import RateLimitedLog
 from .status import StatusBoard
-from .subscriber import LATEST, POLICIES, QUEUE, Subscriber
+from .subscriber import ANNOUNCERS, LATEST, POLICIES, QUEUE, SOCKET, Subscriber
 
 log = logging.getLogger("framebus.producer")
 
@@ -114,6 +114,7 @@ class Producer:
         self._inode = -1
         self._wake = (-1, -1)
         self._spare_fd = -1
+        self._io_wakes_at = float("inf")  # when the I/O thread's poll() will return by itself
         self._thread: threading.Thread | None = None
         try:
             if not 0 <= reserve < (len(pool) if pool else buffers):
@@ -302,14 +303,23 @@ class Producer:
 
     def _deliver(self, sub: Subscriber, index: int) -> None:
         seq, stamp, used = self._frames[index]
+        payload = protocol.FRAME.encode(seq, index, stamp, used)
         try:
-            self._router.send_multipart(
-                [sub.token, protocol.FRAME.encode(seq, index, stamp, used)], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:  # EAGAIN: its queue is full; EHOSTUNREACH: gone
+            if sub.announce == SOCKET:
+                sub.conn.send(payload)  # non-blocking: a full socket is a consumer not reading
+            else:
+                self._router.send_multipart([sub.token, payload], zmq.NOBLOCK)
+        except (zmq.ZMQError, OSError) as exc:  # EAGAIN: full; EHOSTUNREACH/EPIPE: gone
             self._rate_log.warning(sub.name, "cannot send to %s: %s", sub.name, exc.strerror)
             return
-        self._leases.grant(sub.id, index, time.monotonic() + self.lease_timeout)
+        deadline = time.monotonic() + self.lease_timeout
+        self._leases.grant(sub.id, index, deadline)
         sub.delivered_frame(seq)
+        if deadline < self._io_wakes_at:
+            # Granted outside the I/O thread's loop (in publish()): make it
+            # re-arm its timer, or this lease could outlive its deadline.
+            self._io_wakes_at = deadline
+            os.write(self._wake[1], b"x")
 
     # The I/O thread ------------------------------------------------------
     def _serve(self) -> None:
@@ -345,9 +355,10 @@ class Producer:
         lease_deadline = self._leases.next_deadline()
         if lease_deadline is not None:
             deadlines.append(lease_deadline)
+        self._io_wakes_at = min(deadlines, default=float("inf"))
         if not deadlines:
             return None
-        return max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
+        return max(0, int((self._io_wakes_at - time.monotonic()) * 1000) + 1)
 
     def _accept(self, poller: select.poll) -> None:
         while True:
@@ -419,7 +430,7 @@ class Producer:
             data, _ = fdpass.recv_with_fds(hs.conn, protocol.MAX_CONTROL_MESSAGE, 0)
             if not data:
                 raise ProtocolError("closed the connection during the handshake")
-            role, name, policy, max_held, depth = protocol.expect(
+            role, name, policy, max_held, depth, announce = protocol.expect(
                 data, protocol.ATTACH, protocol.CONTROL, protocol.MAX_CONTROL_MESSAGE)
         except (OSError, ProtocolError) as exc:
             self._counters["errors"] += 1
@@ -432,12 +443,13 @@ class Producer:
                 pass
             hs.conn.close()
             return
-        problem = self._admission_problem(role, policy, max_held, depth)
+        problem = self._admission_problem(role, policy, max_held, depth, announce)
         if problem:
             self._refuse(hs.conn, *problem)
             return
         sub = Subscriber(self._next_id, hs.token, name or f"pid{hs.peer.pid}", hs.peer,
-                         policy, max_held, max(depth, max_held), hs.conn)
+                         policy, max_held, max(depth, max_held), hs.conn, announce,
+                         connected=announce == SOCKET)
         self._next_id += 1
         try:
             hs.conn.send(protocol.ACCEPT.encode())
@@ -451,10 +463,12 @@ class Producer:
         log.info("consumer %r attached (pid %d, uid %d, %s, holds up to %d)",
                  sub.name, sub.peer.pid, sub.peer.uid, policy, sub.quota)
 
-    def _admission_problem(self, role: str, policy: str, max_held: int,
-                           depth: int) -> tuple[str, str] | None:
+    def _admission_problem(self, role: str, policy: str, max_held: int, depth: int,
+                           announce: str) -> tuple[str, str] | None:
         if role != "consumer":
             return "protocol", f"unknown role {role!r}"
+        if announce not in ANNOUNCERS:
+            return "protocol", f"unknown announce {announce!r} (known: {', '.join(ANNOUNCERS)})"
         if policy not in POLICIES:
             return "protocol", f"unknown policy {policy!r} (known: {', '.join(POLICIES)})"
         if max_held < 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import NamedTuple
 
 import zmq
 
@@ -20,7 +21,16 @@ from .formats import FrameFormat
 from .linux import fdpass
 from .mapping import ReadOnlyMapping
 from .status import StatusBoard
-from .subscriber import QUEUE
+from .subscriber import QUEUE, SOCKET, ZMQ
+
+
+class Announcement(NamedTuple):
+    """A FRAME message's fields."""
+
+    seq: int
+    index: int
+    timestamp_ns: int
+    bytesused: int
 
 
 class Session:
@@ -31,8 +41,10 @@ class Session:
     """
 
     def __init__(self, path: str, name: str, policy: str, max_held: int, depth: int,
-                 timeout: float) -> None:
+                 timeout: float, announce: str = ZMQ, spin: float = 0.0) -> None:
         self.path = path
+        self._announce = announce
+        self._spin = spin
         self.closed = False
         self.gone: ProducerGone | None = None
         self._mapping: ReadOnlyMapping | None = None
@@ -41,14 +53,15 @@ class Session:
         self._dealer: zmq.Socket | None = None
         self._ctrl = handshake.connect(path, timeout)
         try:
-            token, endpoint = self._handshake(timeout, name, policy, max_held, depth)
+            token, endpoint = self._handshake(timeout, name, policy, max_held, depth, announce)
             self._ctx = zmq.Context(io_threads=1)
             self._dealer = self._ctx.socket(zmq.DEALER)
             self._dealer.setsockopt(zmq.LINGER, 0)
             self._dealer.setsockopt(zmq.ROUTING_ID, token)
             self._dealer.connect(endpoint)
             self._poller = zmq.Poller()
-            self._poller.register(self._dealer, zmq.POLLIN)
+            if announce == ZMQ:
+                self._poller.register(self._dealer, zmq.POLLIN)
             self._poller.register(self._ctrl.fileno(), zmq.POLLIN)
             self._ctrl.setblocking(False)
             if policy == QUEUE:
@@ -57,8 +70,8 @@ class Session:
             self.close()
             raise
 
-    def _handshake(self, timeout: float, name: str, policy: str, max_held: int,
-                   depth: int) -> tuple[bytes, str]:
+    def _handshake(self, timeout: float, name: str, policy: str, max_held: int, depth: int,
+                   announce: str) -> tuple[bytes, str]:
         """Read HELLO, map what it describes, ATTACH; returns (token, endpoint)."""
         self._ctrl.settimeout(timeout)
         values, fds = handshake.read_hello(self._ctrl, self.path)
@@ -82,7 +95,9 @@ class Session:
             raise
         self.status = StatusBoard.attach(status_fd, len(self.table.buffers), session)
         self.views = self._mapping.views
-        answer = handshake.attach(self._ctrl, self.path, "consumer", name, policy, max_held, depth)
+        self.sync_fds = self._mapping.sync_fds
+        answer = handshake.attach(self._ctrl, self.path, "consumer", name, policy, max_held,
+                                  depth, announce)
         if answer.kind is not protocol.ACCEPT:
             raise ProtocolError(f"expected ACCEPT, got {answer.kind.name}")
         return token, endpoint
@@ -96,44 +111,66 @@ class Session:
         except zmq.Again:
             pass  # the producer is not reading; its lease timeout reclaims our frames
 
-    def receive(self, deadline: float | None, timeout: float | None) -> bytes:
-        """The next message from the bus; raises `ProducerGone` or `Timeout`."""
+    def receive(self, deadline: float | None, timeout: float | None) -> Announcement:
+        """The next FRAME; raises `ProducerGone` or `Timeout`.
+
+        With `spin`, first polls without sleeping for up to that many seconds:
+        lower latency for a core's worth of CPU while it waits.
+        """
         if self.gone is not None:
             raise self.gone
+        if self._spin:
+            spin_end = time.monotonic() + self._spin
+            while time.monotonic() < spin_end:
+                frame = self._try_receive()
+                if frame is not None:
+                    return frame
         ctrl_fd = self._ctrl.fileno()
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             events = dict(self._poller.poll(None if remaining is None else remaining * 1000))
-            if ctrl_fd in events:
-                self._on_control()
-            if self._dealer in events:
-                try:
-                    return self._dealer.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    continue
+            if ctrl_fd in events or self._dealer in events:
+                frame = self._try_receive()
+                if frame is not None:
+                    return frame
             if deadline is not None and time.monotonic() >= deadline:
                 raise Timeout(f"no frame within {timeout} s")
 
-    def _on_control(self) -> None:
-        """The producer said goodbye or its end of the control socket closed."""
+    def _try_receive(self) -> Announcement | None:
+        """A FRAME if one is waiting, without blocking."""
+        if self._announce == SOCKET:
+            return self._read_control()
+        try:
+            payload = self._dealer.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            # Nothing on zmq; the control socket may hold a goodbye or an EOF.
+            return self._read_control()
+        return Announcement(*protocol.expect(payload, protocol.FRAME, protocol.BUS,
+                                             protocol.MAX_ZMQ_MESSAGE))
+
+    def _read_control(self) -> Announcement | None:
+        """A FRAME from the control socket (announce="socket"), or the news
+        that the producer said goodbye or hung up (raised as ProducerGone)."""
         try:
             data = self._ctrl.recv(protocol.MAX_CONTROL_MESSAGE)
         except BlockingIOError:
-            return
+            return None
         except OSError as exc:
-            data, reason = b"", f"connection error: {exc}"
-        else:
-            reason = "the producer closed the connection (it exited or crashed)"
-        gone = ProducerGone(reason)
-        if data:
-            try:
-                (bye,) = protocol.expect(data, protocol.BYE, protocol.CONTROL,
-                                         protocol.MAX_CONTROL_MESSAGE)
-                gone = ProducerGone(bye, clean=True)
-            except ProtocolError as exc:
-                gone = ProducerGone(f"the producer broke the protocol: {exc}")
-        self.gone = gone
-        raise gone
+            self.gone = ProducerGone(f"connection error: {exc}")
+            raise self.gone from None
+        if not data:
+            self.gone = ProducerGone("the producer closed the connection (it exited or crashed)")
+            raise self.gone
+        try:
+            decoded = protocol.decode(data, protocol.ANNOUNCE, protocol.MAX_CONTROL_MESSAGE)
+            if decoded.kind is protocol.FRAME and self._announce == SOCKET:
+                return Announcement(*decoded.values)
+            if decoded.kind is not protocol.BYE:
+                raise ProtocolError(f"unexpected {decoded.kind.name} on the control socket")
+            self.gone = ProducerGone(decoded.values[0], clean=True)
+        except ProtocolError as exc:
+            self.gone = ProducerGone(f"the producer broke the protocol: {exc}")
+        raise self.gone
 
     def close(self) -> None:
         """Detach and unmap; safe twice. Views still held elsewhere keep

@@ -11,6 +11,9 @@ from .linux.fdpass import Credentials
 LATEST = "latest"
 QUEUE = "queue"
 POLICIES = (LATEST, QUEUE)
+ZMQ = "zmq"
+SOCKET = "socket"
+ANNOUNCERS = (ZMQ, SOCKET)
 
 
 @dataclass(eq=False)
@@ -28,6 +31,7 @@ class Subscriber:
     max_held: int
     depth: int
     conn: socket.socket
+    announce: str = ZMQ  # where its FRAMEs go
     connected: bool = False  # its zmq DEALER has spoken at least once
     credit: int = 0  # frames asked for and not yet sent (policy latest)
     last_seq: int = 0
@@ -60,7 +64,7 @@ class Subscriber:
     def report(self, held: int, now: float) -> dict[str, object]:
         age = max(now - self.attached_at, 1e-9)
         return {"id": self.id, "name": self.name, "pid": self.peer.pid, "uid": self.peer.uid,
-                "policy": self.policy, "max_held": self.max_held, "depth": self.depth,
+                "policy": self.policy, "announce": self.announce, "max_held": self.max_held, "depth": self.depth,
                 "held": held, "delivered": self.delivered, "dropped": self.dropped,
                 "revoked": self.revoked, "late_releases": self.late_releases,
                 "errors": self.errors, "fps": self.delivered / age, "attached_s": age}

@@ -310,3 +310,37 @@ def test_two_hundred_attach_detach_cycles_leak_nothing(sock, no_leaks):
         assert me.num_fds() == fds
         assert me.num_threads() == threads
         assert bus.stats()["consumers"] == []
+
+
+@pytest.mark.parametrize("announce, spin", [("zmq", 0.0), ("zmq", 0.001), ("socket", 0.0),
+                                            ("socket", 0.001)])
+def test_every_announcement_path_keeps_the_contract(sock, announce, spin):
+    with framebus.Producer(sock, FMT, buffers=6, lease_timeout=0.3) as bus:
+        with framebus.Consumer(sock, announce=announce, spin=spin, max_held=1) as cam:
+            publish(bus, 1)
+            with cam.get(timeout=2) as frame:  # newest on request
+                assert frame.seq == 1 and (frame.array == 1).all()
+            with pytest.raises(TimeoutError):
+                cam.get(timeout=0.1)
+            publish(bus, 2)  # the leftover credit takes it
+            frame = cam.get(timeout=2)
+            assert frame.seq == 2
+            time.sleep(0.5)  # revoked after 0.3 s
+            assert bus.stats()["consumers"][0]["revoked"] == 1
+            frame.release()
+        with framebus.Consumer(sock, announce=announce, policy="queue", depth=3) as cam:
+            time.sleep(0.1)
+            seqs = [publish(bus) for _ in range(3)]
+            assert [cam.get(timeout=2).seq for _ in range(2)] == seqs[:2]
+        cam = framebus.Consumer(sock, announce=announce, spin=spin)
+    with pytest.raises(framebus.ProducerGone) as info:
+        cam.get(timeout=2)
+    assert info.value.clean
+    cam.close()
+
+
+def test_unknown_announce_and_bad_spin_are_clear_errors(sock):
+    with pytest.raises(framebus.FramebusError, match="announce"):
+        framebus.Consumer(sock, announce="pigeon")
+    with pytest.raises(framebus.FramebusError, match="spin"):
+        framebus.Consumer(sock, spin=5)

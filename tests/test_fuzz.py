@@ -162,10 +162,12 @@ def test_control_fuzz_left_the_producer_healthy(rig):
 
 @pytest.mark.parametrize("payload", [
     b"", b"\x00" * (protocol.MAX_CONTROL_MESSAGE + 1), protocol.HELLO.encode(1, 2, {}, {}, "", b"x", 1),
-    protocol.ATTACH.encode("admin", "x", "latest", 1, 0),
-    protocol.ATTACH.encode("consumer", "x", "fastest", 1, 0),
-    protocol.ATTACH.encode("consumer", "x", "latest", 0, 0),
-    protocol.ATTACH.encode("consumer", "x", "latest", 256, 0),
+    protocol.ATTACH.encode("admin", "x", "latest", 1, 0, "zmq"),
+    protocol.ATTACH.encode("consumer", "x", "fastest", 1, 0, "zmq"),
+    protocol.ATTACH.encode("consumer", "x", "latest", 0, 0, "zmq"),
+    protocol.ATTACH.encode("consumer", "x", "latest", 256, 0, "zmq"),
+    protocol.ATTACH.encode("consumer", "x", "latest", 1, 0, "pigeon"),
+    protocol.ATTACH.encode("consumer", "x", "latest", 1, 0),
 ])
 def test_hand_written_bad_attaches_are_refused(rig, payload):
     if payload == b"":
@@ -184,7 +186,7 @@ def test_fds_sent_to_the_producer_are_refused_and_not_leaked(rig):
     before = me.num_fds()
     r, w = os.pipe()
     try:
-        good = protocol.ATTACH.encode("consumer", "fd-sender", "latest", 1, 0)
+        good = protocol.ATTACH.encode("consumer", "fd-sender", "latest", 1, 0, "zmq")
         assert _refused(_attach_raw(rig.path, good, fds=[r, w]))
     finally:
         os.close(r)
