@@ -333,11 +333,14 @@ def run_cell(spec: CellSpec, transport_cls: type[Transport], profile_dir: str | 
             "consumers": [got[("consumer", i)] for i in range(spec.consumers)],
         }
     finally:
-        ctl[_STOP] = 1
-        _reap(list(procs.values()))
+        # A second Ctrl-C must not cut the cleanup short: hold it until the end.
+        masked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
+            ctl[_STOP] = 1
+            _reap(list(procs.values()))
             if transport is not None:
                 transport.cleanup()
         finally:
             results.close()
             shutil.rmtree(workdir, ignore_errors=True)
+            signal.pthread_sigmask(signal.SIG_SETMASK, masked)

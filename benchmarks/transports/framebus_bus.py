@@ -9,6 +9,7 @@ for full consumers) and consumers with policy ``queue``, depth QUEUE_DEPTH."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -20,12 +21,18 @@ MAX_HELD = 1
 RESERVE = 2
 
 
+def _quiet() -> None:
+    """Attach/detach INFO lines from every cell would bury the bench's output."""
+    logging.getLogger("framebus").setLevel(logging.WARNING)
+
+
 def _path(setup: Setup) -> str:
     return os.path.join(setup.workdir, "bus.sock")
 
 
 class _Producer(ProducerSide):
     def __init__(self, setup: Setup) -> None:
+        _quiet()
         f = setup.frame
         fmt = framebus.FrameFormat(width=f.width, height=f.height, pixel_format=f.fourcc)
         quota = max(QUEUE_DEPTH, MAX_HELD) if setup.lossless else MAX_HELD
@@ -48,6 +55,7 @@ class _Producer(ProducerSide):
 
 class _Consumer(ConsumerSide):
     def __init__(self, setup: Setup, index: int) -> None:
+        _quiet()
         policy = "queue" if setup.lossless else "latest"
         self.cam = framebus.Consumer(_path(setup), name=f"bench{index}", policy=policy,
                                      max_held=MAX_HELD, depth=QUEUE_DEPTH)
