@@ -23,7 +23,7 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 PRESETS: dict[str, tuple[str, str, int, Timing]] = {
     "full": ("64x64,640x480,1920x1080,3840x2160", "1,2,4,8", 3, Timing(duration=1.0, warmup=0.2, gap=0.1)),
     "quick": ("64x64,1920x1080,3840x2160", "1,4", 1, Timing(duration=0.4, warmup=0.15, gap=0.05)),
-    "smoke": ("64x64", "2", 1, Timing(duration=0.04, warmup=0.02, gap=0.01, rate=200.0)),
+    "smoke": ("64x64", "2", 1, Timing(duration=0.03, warmup=0.02, gap=0.01, rate=200.0, wait=0.01)),
 }
 
 EPILOG = """\
@@ -83,6 +83,7 @@ def _plan(args: argparse.Namespace) -> tuple[str, list, list[int], int, Timing]:
         warmup=args.warmup if args.warmup is not None else timing.warmup,
         gap=timing.gap,
         rate=args.rate if args.rate is not None else timing.rate,
+        wait=timing.wait,
     )
     frames = [parse_size(s) for s in _csv(args.sizes or sizes)]
     consumers = [int(c) for c in _csv(args.consumers or counts)]
@@ -175,7 +176,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                         status = "FAILED: " + str(exc).splitlines()[-1]
                     print(f"[{done}/{total}] {name:9s} {frame.label:16s} {n} cons {mode:5s} rep {rep + 1}: "
                           f"{status} ({time.monotonic() - t:.1f} s)", file=sys.stderr, flush=True)
-                    time.sleep(SETTLE)
+                    time.sleep(SETTLE if preset != "smoke" else 0.0)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: every process and segment was cleaned up; writing what was measured", file=sys.stderr)
