@@ -28,8 +28,7 @@ class Monitor:
 
 def run_cli(args: argparse.Namespace) -> int:
     """`framebus consume`."""
-    args.interval = getattr(args, "interval", 1.0)
-    return run(args, "consume", Monitor(getattr(args, "verify", False)))
+    return run(args, "consume", Monitor(verify=False))
 
 
 def main(argv: list[str] | None = None) -> int:

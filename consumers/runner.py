@@ -18,8 +18,10 @@ from .stats import FrameStats, format_report
 Process = Callable[[Frame], dict[str, object] | None]
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--socket", required=True, help="the producer's control socket")
+def add_common_arguments(parser: argparse.ArgumentParser, socket: str | None = None) -> None:
+    """The options every consumer program takes (`socket`: a default path)."""
+    parser.add_argument("--socket", required=socket is None, default=socket,
+                        help="the producer's control socket" + (f" (default {socket})" if socket else ""))
     parser.add_argument("--name", default="", help="name shown by 'framebus status'")
     parser.add_argument("--frames", type=int, default=0, help="stop after N frames (0: run on)")
     parser.add_argument("--policy", choices=("latest", "queue"), default="latest")
@@ -28,6 +30,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for the producer to appear (default: fail at once)")
     parser.add_argument("--json", action="store_true", help="report as JSON lines on stdout")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between reports")
+    parser.add_argument("--reconnect", action="store_true",
+                        help="when the producer goes away, wait for it and carry on")
+    parser.add_argument("--announce", choices=("zmq", "socket"), default="zmq",
+                        help="where frame announcements arrive: zmq (default) or the control "
+                             "socket (lower latency)")
+    parser.add_argument("--spin", type=float, default=0.0,
+                        help="seconds to busy-poll before sleeping (default 0; costs CPU)")
 
 
 def attach(args: argparse.Namespace, name: str) -> Consumer:
@@ -35,7 +44,8 @@ def attach(args: argparse.Namespace, name: str) -> Consumer:
     deadline = time.monotonic() + args.wait
     while True:
         try:
-            return Consumer(args.socket, name=name, policy=args.policy, max_held=args.max_held)
+            return Consumer(args.socket, name=name, policy=args.policy, max_held=args.max_held,
+                            announce=args.announce, spin=args.spin, reconnect=args.reconnect)
         except (NoProducer, ProducerRefusedConnection):
             if time.monotonic() >= deadline:
                 raise

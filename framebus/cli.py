@@ -59,14 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         "consume", help="attach a consumer and report fps, latency and drops",
         description="Attach to a producer and print fps, publish-to-view latency and drops "
                     "once a second; exit 0 after --frames frames (or on Ctrl-C).")
-    consume.add_argument("--socket", default=DEFAULT_SOCKET)
-    consume.add_argument("--frames", type=int, default=0, help="stop after N frames (0: run on)")
-    consume.add_argument("--name", default="", help="name shown by 'framebus status'")
-    consume.add_argument("--policy", choices=("latest", "queue"), default="latest")
-    consume.add_argument("--max-held", type=int, default=2)
-    consume.add_argument("--wait", type=float, default=0.0,
-                         help="seconds to wait for a producer to appear (default: fail at once)")
-    consume.add_argument("--json", action="store_true", help="report as JSON lines")
+    from consumers.runner import add_common_arguments
+    add_common_arguments(consume, socket=DEFAULT_SOCKET)
 
     status = commands.add_parser(
         "status", help="show the producer's consumers, leases, rates and drops")

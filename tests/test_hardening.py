@@ -182,3 +182,18 @@ def test_a_client_that_never_attaches_is_dropped_after_the_handshake_timeout(soc
         assert reply.kind is protocol.REFUSE and reply.values[0] == "timeout"
         assert conn.recv(4096) == b""
         conn.close()
+
+
+def test_consume_reconnect_carries_on_across_a_producer_restart(sock, procs):
+    first = procs.producer(sock, fps=50)
+    consume = procs.start("-m", "framebus", "consume", "--socket", sock, "--frames", "60",
+                          "--reconnect", "--json", "--interval", "0.2")
+    from .conftest import read_json
+    wait_for(lambda: read_json(consume)["frames"] >= 5, what="the first frames")
+    first.kill()
+    first.wait(timeout=5)
+    time.sleep(0.5)
+    procs.producer(sock, fps=50)
+    assert consume.wait(timeout=30) == 0
+    final = [json.loads(line) for line in consume.stdout.read().splitlines() if line.strip()][-1]
+    assert final["final"] is True and final["frames"] >= 60
