@@ -78,9 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--fps", type=float, default=30.0)
     demo.add_argument("--json", help="also write the summary to this JSON file")
 
-    bench = commands.add_parser("bench", help="side-by-side benchmark against other transports",
-                                add_help=False)
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    # Listed for --help only: main() hands `bench` its arguments untouched.
+    commands.add_parser("bench", help="side-by-side benchmark against other transports "
+                                      "(framebus bench --help)")
 
     devices = commands.add_parser("devices", help="list V4L2 cameras, formats and memory modes")
     devices.add_argument("paths", nargs="*", help="device nodes (default: every /dev/video*)")
@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from benchmarks.cli import main as bench_main
+        return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -115,9 +118,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
         return run_demo(args)
-    if args.command == "bench":
-        from benchmarks.cli import main as bench_main
-        return bench_main(args.rest)
     if args.command == "devices":
         from producer.v4l2.devices import format_devices, list_devices
         print(format_devices(list_devices(args.paths or None)))
