@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any
 
+import psutil
+
 from benchmarks import report, stats, transports
 from benchmarks.harness import CellError, run_cell
 from benchmarks.workload import ALL_PHASES, FLAT, PACED, CellSpec, Phase, Timing, parse_size
@@ -156,6 +158,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     wake = None
     try:
         if preset != "smoke":
+            busy = psutil.cpu_percent(interval=0.5)
+            if busy > 15:
+                notes.append(f"the machine was {busy:.0f}% busy before the run: other load perturbs the figures")
+                print(f"note: {notes[-1]}", file=sys.stderr)
             wake = report.wake_floor(timing.rate, 0.5)
         done = 0
         for rep in range(repeat):
