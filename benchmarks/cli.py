@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, help="warm-up seconds before each phase's window")
     p.add_argument("--rate", type=float, help="frames/s of the paced mode (default 100)")
     p.add_argument("--repeat", type=int, help="repetitions (medians are reported)")
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="where to write results (default: %(default)s)")
+    p.add_argument("--out", metavar="DIR",
+                   help=f"where to write results (default: {DEFAULT_OUT}; --smoke: its tmp/, git-ignored)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
     p.add_argument("--profile", metavar="DIR", help="write a cProfile .prof per process into DIR")
     return p
@@ -206,8 +207,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     doc["table"] = report.table(rows, names)
     doc["targets"] = report.targets(rows)
 
-    os.makedirs(args.out, exist_ok=True)
-    base = os.path.join(args.out, f"bench-{preset}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    out = args.out or (os.path.join(DEFAULT_OUT, "tmp") if preset == "smoke" else DEFAULT_OUT)
+    os.makedirs(out, exist_ok=True)
+    base = os.path.join(out, f"bench-{preset}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     if not args.no_plot and preset != "smoke" and rows:
         note = report.plot(base + ".png", rows, names)
         if note:
