@@ -14,11 +14,17 @@ import ctypes
 import glob
 import os
 import time
+from importlib import metadata
 
 import iceoryx2 as iox2
 import numpy as np
 
 from benchmarks.transports.base import QUEUE_DEPTH, ConsumerSide, ProducerSide, Received, Setup, Transport
+
+MIN_VERSION = (0, 10)  # the binding's API changes between minor versions
+_version = tuple(int(v) for v in metadata.version("iceoryx2").split(".")[:2])
+if _version < MIN_VERSION:
+    raise ImportError(f"iceoryx2 {metadata.version('iceoryx2')} is too old: the bench needs >= 0.10")
 
 iox2.set_log_level_from_env_or(iox2.LogLevel.Error)
 
