@@ -16,7 +16,8 @@ import psutil
 
 from benchmarks import report, stats, transports
 from benchmarks.harness import CellError, run_cell
-from benchmarks.workload import ALL_PHASES, FLAT, PACED, CellSpec, Phase, Timing, parse_size
+from benchmarks.transports.base import Transport
+from benchmarks.workload import ALL_PHASES, FLAT, PACED, CellSpec, FrameSpec, Timing, parse_size
 
 SETTLE = 0.1  # s of quiet between cells, so one cell's teardown does not hit the next
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -77,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _plan(args: argparse.Namespace) -> tuple[str, list, list[int], int, Timing]:
+def _plan(args: argparse.Namespace) -> tuple[str, list[FrameSpec], list[int], int, Timing]:
     preset = "smoke" if args.smoke else "quick" if args.quick else "full"
     sizes, counts, repeat, timing = PRESETS[preset]
     custom = any(v is not None for v in (args.sizes, args.consumers, args.duration, args.repeat, args.rate, args.warmup))
@@ -100,8 +101,9 @@ def _plan(args: argparse.Namespace) -> tuple[str, list, list[int], int, Timing]:
     return preset + ("-custom" if custom else ""), frames, consumers, repeat, timing
 
 
-def _available(names: list[str]) -> tuple[dict[str, type], list[str]]:
-    found, notes = {}, []
+def _available(names: list[str]) -> tuple[dict[str, type[Transport]], list[str]]:
+    found: dict[str, type[Transport]] = {}
+    notes: list[str] = []
     for name in names:
         if name not in transports.REGISTRY:
             raise ValueError(f"unknown transport {name!r} (known: {', '.join(transports.NAMES)})")

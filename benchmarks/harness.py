@@ -264,9 +264,12 @@ def _reap(procs: list[mp.process.BaseProcess]) -> None:
             p.close()
 
 
-def _gather(results: Any, procs: dict[tuple[str, int], Any], kind: str, want: set, deadline: float) -> dict:
+Key = tuple[str, int]  # (role, index) of a child process
+
+
+def _gather(results: Any, procs: dict[Key, Any], kind: str, want: set[Key], deadline: float) -> dict[Key, Any]:
     """Messages of ``kind`` from every (role, index) in ``want``; CellError on error/death/timeout."""
-    got: dict[tuple[str, int], Any] = {}
+    got: dict[Key, Any] = {}
     dead_seen = 0.0
     while want - got.keys():
         try:
@@ -298,7 +301,7 @@ def run_cell(spec: CellSpec, transport_cls: type[Transport], profile_dir: str | 
     tag = f"{os.getpid()}x{next(_cells)}"
     ctl = CTX.RawArray("q", 4)
     results = CTX.Queue()
-    procs: dict[tuple[str, int], Any] = {}
+    procs: dict[Key, Any] = {}
     transport: Transport | None = None
     try:
         modes = {p.mode for p in spec.phases}
