@@ -32,9 +32,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, socket: str | None = N
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between reports")
     parser.add_argument("--reconnect", action="store_true",
                         help="when the producer goes away, wait for it and carry on")
-    parser.add_argument("--announce", choices=("zmq", "socket"), default="zmq",
-                        help="where frame announcements arrive: zmq (default) or the control "
-                             "socket (lower latency)")
+    parser.add_argument("--channel", choices=("zmq", "socket"), default="zmq",
+                        help="where frame messages travel: zmq (default) or the control "
+                             "socket (half the latency and CPU)")
     parser.add_argument("--spin", type=float, default=0.0,
                         help="seconds to busy-poll before sleeping (default 0; costs CPU)")
 
@@ -45,7 +45,7 @@ def attach(args: argparse.Namespace, name: str) -> Consumer:
     while True:
         try:
             return Consumer(args.socket, name=name, policy=args.policy, max_held=args.max_held,
-                            announce=args.announce, spin=args.spin, reconnect=args.reconnect)
+                            channel=args.channel, spin=args.spin, reconnect=args.reconnect)
         except (NoProducer, ProducerRefusedConnection):
             if time.monotonic() >= deadline:
                 raise

@@ -60,9 +60,9 @@ def read_hello(sock: socket.socket, path: str) -> tuple[tuple[Any, ...], list[in
 
 
 def attach(sock: socket.socket, path: str, role: str, name: str = "", policy: str = "latest",
-           max_held: int = 1, depth: int = 0, announce: str = "zmq") -> protocol.Decoded:
+           max_held: int = 1, depth: int = 0, channel: str = "zmq") -> protocol.Decoded:
     """Send ATTACH and return the producer's answer (ACCEPT or STATUS)."""
-    sock.send(protocol.ATTACH.encode(role, name[:64], policy, max_held, depth, announce))
+    sock.send(protocol.ATTACH.encode(role, name[:64], policy, max_held, depth, channel))
     try:
         reply = sock.recv(protocol.MAX_CONTROL_MESSAGE)
     except (TimeoutError, socket.timeout):

@@ -38,7 +38,7 @@ from .linux import fdpass
 from .linux.fdpass import Credentials
 from .ratelimit import RateLimitedLog
 from .status import StatusBoard
-from .subscriber import ANNOUNCERS, LATEST, POLICIES, QUEUE, SOCKET, Subscriber
+from .subscriber import CHANNELS, LATEST, POLICIES, QUEUE, SOCKET, ZMQ, Subscriber
 
 log = logging.getLogger("framebus.producer")
 
@@ -305,7 +305,7 @@ class Producer:
         seq, stamp, used = self._frames[index]
         payload = protocol.FRAME.encode(seq, index, stamp, used)
         try:
-            if sub.announce == SOCKET:
+            if sub.channel == SOCKET:
                 sub.conn.send(payload)  # non-blocking: a full socket is a consumer not reading
             else:
                 self._router.send_multipart([sub.token, payload], zmq.NOBLOCK)
@@ -430,7 +430,7 @@ class Producer:
             data, _ = fdpass.recv_with_fds(hs.conn, protocol.MAX_CONTROL_MESSAGE, 0)
             if not data:
                 raise ProtocolError("closed the connection during the handshake")
-            role, name, policy, max_held, depth, announce = protocol.expect(
+            role, name, policy, max_held, depth, channel = protocol.expect(
                 data, protocol.ATTACH, protocol.CONTROL, protocol.MAX_CONTROL_MESSAGE)
         except (OSError, ProtocolError) as exc:
             self._counters["errors"] += 1
@@ -443,13 +443,13 @@ class Producer:
                 pass
             hs.conn.close()
             return
-        problem = self._admission_problem(role, policy, max_held, depth, announce)
+        problem = self._admission_problem(role, policy, max_held, depth, channel)
         if problem:
             self._refuse(hs.conn, *problem)
             return
         sub = Subscriber(self._next_id, hs.token, name or f"pid{hs.peer.pid}", hs.peer,
-                         policy, max_held, max(depth, max_held), hs.conn, announce,
-                         connected=announce == SOCKET)
+                         policy, max_held, max(depth, max_held), hs.conn, channel,
+                         connected=channel == SOCKET)
         self._next_id += 1
         try:
             hs.conn.send(protocol.ACCEPT.encode())
@@ -464,11 +464,11 @@ class Producer:
                  sub.name, sub.peer.pid, sub.peer.uid, policy, sub.quota)
 
     def _admission_problem(self, role: str, policy: str, max_held: int, depth: int,
-                           announce: str) -> tuple[str, str] | None:
+                           channel: str) -> tuple[str, str] | None:
         if role != "consumer":
             return "protocol", f"unknown role {role!r}"
-        if announce not in ANNOUNCERS:
-            return "protocol", f"unknown announce {announce!r} (known: {', '.join(ANNOUNCERS)})"
+        if channel not in CHANNELS:
+            return "protocol", f"unknown channel {channel!r} (known: {', '.join(CHANNELS)})"
         if policy not in POLICIES:
             return "protocol", f"unknown policy {policy!r} (known: {', '.join(POLICIES)})"
         if max_held < 1:
@@ -484,15 +484,18 @@ class Producer:
         return None
 
     def _on_control(self, poller: select.poll, sub: Subscriber, mask: int) -> None:
-        # After ATTACH a consumer says nothing on the control socket; its EOF
-        # (whatever killed it) is how we learn it is gone.
+        # After ATTACH a consumer says nothing on the control socket unless it
+        # chose it as its bus channel; its EOF (whatever killed it) is how we
+        # learn it is gone.
         try:
             data = sub.conn.recv(protocol.MAX_CONTROL_MESSAGE) if mask & _POLL_IN else b""
         except BlockingIOError:
             return
         except OSError:
             data = b""
-        if data:
+        if data and sub.channel == SOCKET:
+            self._on_bus_message(sub, data)
+        elif data:
             self._counters["errors"] += 1
             self._drop(poller, sub, "sent data on the control socket after ATTACH",
                        bye="protocol error: nothing may be sent after ATTACH")
@@ -522,20 +525,26 @@ class Producer:
                 self._counters["errors"] += 1
                 continue
             sub = self._subs.get(parts[0])
-            if sub is None:  # a consumer that has gone, or a forged routing id
+            if sub is None or sub.channel != ZMQ:
+                # A consumer that has gone, a forged routing id, or one whose
+                # channel is its control socket: nothing it says here counts.
                 self._counters["unknown_peer"] += 1
                 continue
             sub.connected = True
-            try:
-                kind, values = protocol.decode(parts[1], protocol.BUS, protocol.MAX_ZMQ_MESSAGE)
-                if kind is protocol.CREDIT:
-                    self._on_credit(sub, values[0])
-                elif kind is protocol.RELEASE:
-                    self._on_release(sub, values[0])
-                else:
-                    raise ProtocolError(f"{kind.name} is not a consumer's message")
-            except ProtocolError as exc:
-                self._violation(sub, str(exc))
+            self._on_bus_message(sub, parts[1])
+
+    def _on_bus_message(self, sub: Subscriber, payload: bytes) -> None:
+        """A CREDIT or RELEASE from `sub`, from either channel, checked first."""
+        try:
+            kind, values = protocol.decode(payload, protocol.BUS, protocol.MAX_ZMQ_MESSAGE)
+            if kind is protocol.CREDIT:
+                self._on_credit(sub, values[0])
+            elif kind is protocol.RELEASE:
+                self._on_release(sub, values[0])
+            else:
+                raise ProtocolError(f"{kind.name} is not a consumer's message")
+        except ProtocolError as exc:
+            self._violation(sub, str(exc))
 
     def _on_credit(self, sub: Subscriber, count: int) -> None:
         if sub.policy != LATEST:

@@ -10,9 +10,9 @@ Control socket (SOCK_SEQPACKET, msgpack): producer → HELLO (with every fd
 attached) | REFUSE; consumer → ATTACH; producer → ACCEPT | REFUSE | STATUS;
 later BYE when the producer shuts down.
 zmq (ROUTER/DEALER): producer → FRAME; consumer → CREDIT, RELEASE.
-A consumer that attaches with ``announce="socket"`` gets its FRAMEs on the
-control socket instead (one kernel hop, no zmq I/O threads); its CREDITs and
-RELEASEs still go over zmq.
+A consumer that attaches with ``channel="socket"`` exchanges FRAME, CREDIT
+and RELEASE over its control socket instead (one kernel hop, no zmq I/O
+threads), checked against the same declarations.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ ATTACH = Message("ATTACH", 2, (
     Field("policy", _str(16)),  # "latest" or "queue"
     Field("max_held", _uint(256)),
     Field("depth", _uint(256)),
-    Field("announce", _str(8)),  # where FRAMEs go: "zmq" or "socket"
+    Field("channel", _str(8)),  # where FRAME/CREDIT/RELEASE go: "zmq" or "socket"
 ))
 ACCEPT = Message("ACCEPT", 3, ())
 REFUSE = Message("REFUSE", 4, (Field("code", _str(32)), Field("reason", _str(1024))))
@@ -128,7 +128,7 @@ FRAME = Message("FRAME", 10, (
 CREDIT = Message("CREDIT", 11, (Field("count", _uint(256)),))
 RELEASE = Message("RELEASE", 12, (Field("seqs", _uint_list),))
 BUS = _declare(FRAME, CREDIT, RELEASE)
-ANNOUNCE = _declare(FRAME, BYE)  # what a control socket carries after ACCEPT
+AFTER_ACCEPT = _declare(FRAME, BYE)  # what the producer may send on a control socket then
 
 
 class Decoded(NamedTuple):

@@ -1,14 +1,21 @@
-"""One attachment to one producer run: its control socket, mappings and zmq socket.
+"""One attachment to one producer run: its control socket, mappings and bus channel.
 
 A `Session` is what `Consumer` holds while attached. When the producer goes
 away the session is closed and, with ``reconnect=True``, replaced by a new one;
 frames of the old session keep a reference to it, so their release can never
 reach the new producer.
+
+The bus messages (FRAME in, CREDIT and RELEASE out) travel over zmq by
+default. With ``channel="socket"`` they travel over the control socket itself:
+the kernel wakes the consumer directly instead of through zmq's I/O thread in
+each process, which halves the latency and the CPU per frame. The socket is
+already authenticated by SO_PEERCRED, so it needs no token.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import time
 from typing import NamedTuple
 
@@ -41,9 +48,9 @@ class Session:
     """
 
     def __init__(self, path: str, name: str, policy: str, max_held: int, depth: int,
-                 timeout: float, announce: str = ZMQ, spin: float = 0.0) -> None:
+                 timeout: float, channel: str = ZMQ, spin: float = 0.0) -> None:
         self.path = path
-        self._announce = announce
+        self.channel = channel
         self._spin = spin
         self.closed = False
         self.gone: ProducerGone | None = None
@@ -53,25 +60,27 @@ class Session:
         self._dealer: zmq.Socket | None = None
         self._ctrl = handshake.connect(path, timeout)
         try:
-            token, endpoint = self._handshake(timeout, name, policy, max_held, depth, announce)
-            self._ctx = zmq.Context(io_threads=1)
-            self._dealer = self._ctx.socket(zmq.DEALER)
-            self._dealer.setsockopt(zmq.LINGER, 0)
-            self._dealer.setsockopt(zmq.ROUTING_ID, token)
-            self._dealer.connect(endpoint)
-            self._poller = zmq.Poller()
-            if announce == ZMQ:
+            token, endpoint = self._handshake(timeout, name, policy, max_held, depth)
+            if channel == ZMQ:
+                self._ctx = zmq.Context(io_threads=1)
+                self._dealer = self._ctx.socket(zmq.DEALER)
+                self._dealer.setsockopt(zmq.LINGER, 0)
+                self._dealer.setsockopt(zmq.ROUTING_ID, token)
+                self._dealer.connect(endpoint)
+                self._poller: zmq.Poller | select.poll = zmq.Poller()
                 self._poller.register(self._dealer, zmq.POLLIN)
-            self._poller.register(self._ctrl.fileno(), zmq.POLLIN)
+            else:
+                self._poller = select.poll()
+            self._poller.register(self._ctrl.fileno(), select.POLLIN)
             self._ctrl.setblocking(False)
-            if policy == QUEUE:
+            if channel == ZMQ and policy == QUEUE:
                 self.send(protocol.CREDIT.encode(0))  # "connected": frames may flow
         except BaseException:
             self.close()
             raise
 
-    def _handshake(self, timeout: float, name: str, policy: str, max_held: int, depth: int,
-                   announce: str) -> tuple[bytes, str]:
+    def _handshake(self, timeout: float, name: str, policy: str, max_held: int,
+                   depth: int) -> tuple[bytes, str]:
         """Read HELLO, map what it describes, ATTACH; returns (token, endpoint)."""
         self._ctrl.settimeout(timeout)
         values, fds = handshake.read_hello(self._ctrl, self.path)
@@ -97,19 +106,28 @@ class Session:
         self.views = self._mapping.views
         self.sync_fds = self._mapping.sync_fds
         answer = handshake.attach(self._ctrl, self.path, "consumer", name, policy, max_held,
-                                  depth, announce)
+                                  depth, self.channel)
         if answer.kind is not protocol.ACCEPT:
             raise ProtocolError(f"expected ACCEPT, got {answer.kind.name}")
         return token, endpoint
 
     def send(self, payload: bytes) -> None:
-        """Send to the producer's ROUTER without ever blocking."""
+        """Send a CREDIT or RELEASE to the producer without ever blocking.
+
+        If the producer is not reading, the message is dropped: its lease
+        timeout reclaims our frames anyway.
+        """
         if self.closed or self.gone is not None:
             return
         try:
-            self._dealer.send(payload, zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # the producer is not reading; its lease timeout reclaims our frames
+            if self._dealer is not None:
+                self._dealer.send(payload, zmq.NOBLOCK)
+            else:
+                self._ctrl.send(payload)
+        except (zmq.Again, BlockingIOError):
+            pass
+        except OSError:
+            pass  # the producer hung up: the next receive() reports it
 
     def receive(self, deadline: float | None, timeout: float | None) -> Announcement:
         """The next FRAME; raises `ProducerGone` or `Timeout`.
@@ -125,11 +143,9 @@ class Session:
                 frame = self._try_receive()
                 if frame is not None:
                     return frame
-        ctrl_fd = self._ctrl.fileno()
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            events = dict(self._poller.poll(None if remaining is None else remaining * 1000))
-            if ctrl_fd in events or self._dealer in events:
+            if self._poller.poll(None if remaining is None else remaining * 1000):
                 frame = self._try_receive()
                 if frame is not None:
                     return frame
@@ -138,18 +154,18 @@ class Session:
 
     def _try_receive(self) -> Announcement | None:
         """A FRAME if one is waiting, without blocking."""
-        if self._announce == SOCKET:
-            return self._read_control()
-        try:
-            payload = self._dealer.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            # Nothing on zmq; the control socket may hold a goodbye or an EOF.
-            return self._read_control()
-        return Announcement(*protocol.expect(payload, protocol.FRAME, protocol.BUS,
-                                             protocol.MAX_ZMQ_MESSAGE))
+        if self._dealer is not None:
+            try:
+                payload = self._dealer.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # nothing on zmq; the control socket may hold a goodbye
+            else:
+                return Announcement(*protocol.expect(payload, protocol.FRAME, protocol.BUS,
+                                                     protocol.MAX_ZMQ_MESSAGE))
+        return self._read_control()
 
     def _read_control(self) -> Announcement | None:
-        """A FRAME from the control socket (announce="socket"), or the news
+        """A FRAME from the control socket (channel "socket"), or the news
         that the producer said goodbye or hung up (raised as ProducerGone)."""
         try:
             data = self._ctrl.recv(protocol.MAX_CONTROL_MESSAGE)
@@ -162,8 +178,8 @@ class Session:
             self.gone = ProducerGone("the producer closed the connection (it exited or crashed)")
             raise self.gone
         try:
-            decoded = protocol.decode(data, protocol.ANNOUNCE, protocol.MAX_CONTROL_MESSAGE)
-            if decoded.kind is protocol.FRAME and self._announce == SOCKET:
+            decoded = protocol.decode(data, protocol.AFTER_ACCEPT, protocol.MAX_CONTROL_MESSAGE)
+            if decoded.kind is protocol.FRAME and self.channel == SOCKET:
                 return Announcement(*decoded.values)
             if decoded.kind is not protocol.BYE:
                 raise ProtocolError(f"unexpected {decoded.kind.name} on the control socket")

@@ -13,7 +13,7 @@ QUEUE = "queue"
 POLICIES = (LATEST, QUEUE)
 ZMQ = "zmq"
 SOCKET = "socket"
-ANNOUNCERS = (ZMQ, SOCKET)
+CHANNELS = (ZMQ, SOCKET)
 
 
 @dataclass(eq=False)
@@ -31,8 +31,8 @@ class Subscriber:
     max_held: int
     depth: int
     conn: socket.socket
-    announce: str = ZMQ  # where its FRAMEs go
-    connected: bool = False  # its zmq DEALER has spoken at least once
+    channel: str = ZMQ  # where its FRAME, CREDIT and RELEASE messages travel
+    connected: bool = False  # its bus channel is up (zmq: its DEALER has spoken)
     credit: int = 0  # frames asked for and not yet sent (policy latest)
     last_seq: int = 0
     delivered: int = 0
@@ -64,7 +64,7 @@ class Subscriber:
     def report(self, held: int, now: float) -> dict[str, object]:
         age = max(now - self.attached_at, 1e-9)
         return {"id": self.id, "name": self.name, "pid": self.peer.pid, "uid": self.peer.uid,
-                "policy": self.policy, "announce": self.announce, "max_held": self.max_held, "depth": self.depth,
+                "policy": self.policy, "channel": self.channel, "max_held": self.max_held, "depth": self.depth,
                 "held": held, "delivered": self.delivered, "dropped": self.dropped,
                 "revoked": self.revoked, "late_releases": self.late_releases,
                 "errors": self.errors, "fps": self.delivered / age, "attached_s": age}

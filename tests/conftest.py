@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -110,10 +111,12 @@ def read_json(proc: subprocess.Popen[str], timeout: float = 30.0) -> dict:
 def no_leaks() -> Iterator[None]:
     """Fail if the test leaves this process with more fds, threads or children."""
     me = psutil.Process()
+    gc.collect()  # objects of earlier tests freed now, not during this one
     fds, threads = me.num_fds(), me.num_threads()
     # Children that outlive single tests (multiprocessing's resource tracker) are not ours.
     children = {c.pid for c in me.children()}
     yield
     wait_for(lambda: me.num_threads() <= threads, timeout=5, what="threads to end")
+    gc.collect()
     assert me.num_fds() == fds, "file descriptors leaked"
     assert {c.pid for c in me.children()} <= children, "child processes left behind"

@@ -1,5 +1,6 @@
 """The Python API as DESIGN.md's contract states it, producer and consumer in one process."""
 
+import gc
 import os
 import socket
 import time
@@ -300,6 +301,7 @@ def test_two_hundred_attach_detach_cycles_leak_nothing(sock, no_leaks):
         for _ in range(5):  # warm up lazily created state
             with framebus.Consumer(sock):
                 pass
+        gc.collect()
         fds, threads = me.num_fds(), me.num_threads()
         for n in range(200):
             with framebus.Consumer(sock, name=f"c{n}") as cam:
@@ -307,16 +309,17 @@ def test_two_hundred_attach_detach_cycles_leak_nothing(sock, no_leaks):
                     publish(bus)
                     cam.get(timeout=2).release()
         time.sleep(0.2)
+        gc.collect()
         assert me.num_fds() == fds
         assert me.num_threads() == threads
         assert bus.stats()["consumers"] == []
 
 
-@pytest.mark.parametrize("announce, spin", [("zmq", 0.0), ("zmq", 0.001), ("socket", 0.0),
+@pytest.mark.parametrize("channel, spin", [("zmq", 0.0), ("zmq", 0.001), ("socket", 0.0),
                                             ("socket", 0.001)])
-def test_every_announcement_path_keeps_the_contract(sock, announce, spin):
+def test_every_channel_keeps_the_contract(sock, channel, spin):
     with framebus.Producer(sock, FMT, buffers=6, lease_timeout=0.3) as bus:
-        with framebus.Consumer(sock, announce=announce, spin=spin, max_held=1) as cam:
+        with framebus.Consumer(sock, channel=channel, spin=spin, max_held=1) as cam:
             publish(bus, 1)
             with cam.get(timeout=2) as frame:  # newest on request
                 assert frame.seq == 1 and (frame.array == 1).all()
@@ -328,19 +331,19 @@ def test_every_announcement_path_keeps_the_contract(sock, announce, spin):
             time.sleep(0.5)  # revoked after 0.3 s
             assert bus.stats()["consumers"][0]["revoked"] == 1
             frame.release()
-        with framebus.Consumer(sock, announce=announce, policy="queue", depth=3) as cam:
+        with framebus.Consumer(sock, channel=channel, policy="queue", depth=3) as cam:
             time.sleep(0.1)
             seqs = [publish(bus) for _ in range(3)]
             assert [cam.get(timeout=2).seq for _ in range(2)] == seqs[:2]
-        cam = framebus.Consumer(sock, announce=announce, spin=spin)
+        cam = framebus.Consumer(sock, channel=channel, spin=spin)
     with pytest.raises(framebus.ProducerGone) as info:
         cam.get(timeout=2)
     assert info.value.clean
     cam.close()
 
 
-def test_unknown_announce_and_bad_spin_are_clear_errors(sock):
-    with pytest.raises(framebus.FramebusError, match="announce"):
-        framebus.Consumer(sock, announce="pigeon")
+def test_unknown_channel_and_bad_spin_are_clear_errors(sock):
+    with pytest.raises(framebus.FramebusError, match="channel"):
+        framebus.Consumer(sock, channel="pigeon")
     with pytest.raises(framebus.FramebusError, match="spin"):
         framebus.Consumer(sock, spin=5)
