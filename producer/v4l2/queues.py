@@ -1,0 +1,325 @@
+"""The three memory strategies: how driver buffers and bus buffers meet.
+
+Each queue owns the driver's buffer queue for one strategy and maps V4L2's
+"queued to the driver / dequeued to userspace" onto the bus's leases. The rule
+for the zero-copy strategies: a buffer goes back to the driver (QBUF) only
+after the bus hands it out again with `Producer.acquire()`, which it does only
+for a buffer on which no consumer holds a lease. Whatever the strategy, one
+buffer the bus owns stays out of the driver, so the newest frame is still
+there for a consumer that asks for it a moment after it was published.
+
+``UserptrQueue``  V4L2_MEMORY_USERPTR: the bus's memfd buffers are queued by
+                  address; the driver writes straight into shared memory.
+``ExportQueue``   V4L2_MEMORY_MMAP + VIDIOC_EXPBUF: the driver's buffers,
+                  exported as read-only DMA-BUFs, *are* the bus's pool (same
+                  indices); consumers map the DMA-BUFs.
+``CopyQueue``     V4L2_MEMORY_MMAP: the driver's buffers stay private and each
+                  frame is copied into a bus buffer (counted in
+                  `bytes_copied`).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import mmap
+import os
+
+import numpy as np
+
+from framebus import Buffer, BufferPool, BufferTable, FramebusError, FrameFormat, Producer, Timeout
+from framebus.buffers import DMABUF, Memory, Plane
+from framebus.linux import videodev2 as v
+
+from .device import Device, VideoBuffer, busy_message
+from .strategies import MMAP_COPY, MMAP_EXPBUF, USERPTR
+
+__all__ = ["UserptrRefused", "BufferQueue", "UserptrQueue", "ExportQueue", "CopyQueue", "make_queue", "MIN_QUEUED"]
+
+log = logging.getLogger("framebus.v4l2")
+
+#: buffers a driver should always have queued; the bus keeps this many out of
+#: consumers' quotas (`reserve`), so consumers can never starve the camera
+MIN_QUEUED = 2
+
+
+def _reqbufs(dev: Device, memory: int, count: int) -> int:
+    try:
+        granted = dev.reqbufs(memory, count)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise FramebusError(busy_message(dev.path)) from None
+        raise FramebusError(f"{dev.path}: VIDIOC_REQBUFS {count} buffers failed: "
+                            f"{exc.strerror}") from None
+    if granted < 1:
+        raise FramebusError(f"{dev.path}: the driver granted no buffers")
+    if granted < count:
+        log.warning("%s: asked for %d buffers, the driver granted %d", dev.path, count, granted)
+    return granted
+
+
+class UserptrRefused(FramebusError):
+    """The driver accepted V4L2_MEMORY_USERPTR at REQBUFS but refused to queue
+    the bus's memory (a driver that needs physically contiguous buffers, as
+    vb2-dma-contig ones do, cannot use ordinary pages)."""
+
+
+class BufferQueue:
+    """What the capture loop needs of a strategy (the base of the three)."""
+
+    strategy = ""
+    memory = 0
+
+    def __init__(self, dev: Device, fmt: FrameFormat) -> None:
+        self.dev = dev
+        self.format = fmt
+        self.bytes_copied = 0
+        self.granted = 0
+        self.bus: Producer | None = None
+
+    @property
+    def reserve(self) -> int:
+        """Buffers of the bus no consumer may hold."""
+        return min(MIN_QUEUED, len(self) - 1)
+
+    def __len__(self) -> int:
+        """Buffers the bus needs (0: its own default count)."""
+        return 0
+
+    def pool(self) -> BufferPool | None:
+        """The buffers the bus must use, or None for its own memfds."""
+        return None
+
+    def start(self, bus: Producer) -> None:
+        """Queue the first buffers (before STREAMON)."""
+        self.bus = bus
+        self.refill()
+
+    def refill(self) -> bool:
+        """Queue what the bus hands out; False if a slot stays empty."""
+        return True
+
+    def complete(self, vb: VideoBuffer, ok: bool, timestamp_ns: int) -> bool:
+        """A dequeued buffer: publish it (ok) or drop it; True if published."""
+        raise NotImplementedError
+
+    def stopped(self) -> None:
+        """After STREAMOFF (or an unplug): every buffer is back in userspace."""
+
+    def close(self) -> None:
+        """Free the driver's buffers (REQBUFS 0); safe twice and after an unplug."""
+        if self.granted and self.dev.fd >= 0:
+            try:
+                self.dev.reqbufs(self.memory, 0)
+            except OSError:
+                pass  # ENODEV: the device is gone and took its buffers with it
+        self.granted = 0
+
+    def _give_back(self, buffer: Buffer) -> None:
+        try:
+            self.bus.discard(buffer)
+        except FramebusError:
+            pass  # the bus is closed: it no longer cares
+
+
+class UserptrQueue(BufferQueue):
+    """V4L2_MEMORY_USERPTR into the bus's memfd buffers (zero copy).
+
+    The driver gets ``buffers - 1`` slots (V4L2 indices); whichever bus buffer
+    the bus hands out is queued into a free slot by its address
+    (``buffer.raw.ctypes.data``), and the slot remembers which one it holds.
+    """
+
+    strategy = USERPTR
+    memory = v.V4L2_MEMORY_USERPTR
+
+    def __init__(self, dev: Device, fmt: FrameFormat, buffers: int) -> None:
+        super().__init__(dev, fmt)
+        self._count = buffers
+        self.granted = _reqbufs(dev, self.memory, max(1, buffers - 1))
+        self._slots: list[Buffer | None] = [None] * self.granted
+        self._worked = False  # a USERPTR buffer has been queued successfully
+
+    def __len__(self) -> int:
+        return self._count
+
+    def refill(self) -> bool:
+        for index, held in enumerate(self._slots):
+            if held is not None:
+                continue
+            try:
+                buffer = self.bus.acquire(timeout=0)
+            except Timeout:
+                return False
+            vb = VideoBuffer(self.dev.buf_type, self.memory, index)
+            vb.set_userptr(buffer.raw.ctypes.data, buffer.raw.nbytes)
+            try:
+                self.dev.qbuf(vb)
+            except OSError as exc:
+                self._give_back(buffer)
+                if exc.errno in (errno.EINVAL, errno.EFAULT, errno.ENOMEM) and not self._worked:
+                    raise UserptrRefused(f"VIDIOC_QBUF of a USERPTR buffer failed: "
+                                         f"{exc.strerror}") from None
+                raise
+            self._worked = True
+            self._slots[index] = buffer
+        return True
+
+    def complete(self, vb: VideoBuffer, ok: bool, timestamp_ns: int) -> bool:
+        buffer = self._slots[vb.index]
+        self._slots[vb.index] = None
+        if buffer is None:
+            raise FramebusError(f"the driver returned USERPTR slot {vb.index}, which held no buffer")
+        if not ok:
+            self._give_back(buffer)
+            return False
+        self.bus.publish(buffer, timestamp_ns=timestamp_ns, bytesused=vb.bytesused)
+        return True
+
+    def stopped(self) -> None:
+        for index, buffer in enumerate(self._slots):
+            if buffer is not None:
+                self._give_back(buffer)
+                self._slots[index] = None
+
+
+class ExportQueue(BufferQueue):
+    """V4L2_MEMORY_MMAP buffers exported with VIDIOC_EXPBUF (zero copy).
+
+    Buffer n of the pool is the driver's buffer n. All start queued but one;
+    a dequeued buffer is published, and queued again when the bus hands that
+    index out again.
+    """
+
+    strategy = MMAP_EXPBUF
+    memory = v.V4L2_MEMORY_MMAP
+
+    def __init__(self, dev: Device, fmt: FrameFormat, buffers: int) -> None:
+        super().__init__(dev, fmt)
+        self.granted = _reqbufs(dev, self.memory, buffers)
+        self._queued: set[int] = set()
+        self._pool: BufferPool | None = None
+        fds: list[int] = []
+        try:
+            memories, planes = [], []
+            for index in range(self.granted):
+                length = dev.querybuf(self.memory, index).length
+                fds.append(dev.expbuf(index))
+                size = os.lseek(fds[-1], 0, os.SEEK_END)  # a DMA-BUF's size, as its docs say
+                os.lseek(fds[-1], 0, os.SEEK_SET)
+                memories.append(Memory(size, DMABUF))
+                planes.append((Plane(index, 0, length, fmt.bytesperline),))
+            table = BufferTable(tuple(memories), tuple(planes))
+            table.check(fmt)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            self.close()
+            raise
+        try:
+            self._pool = BufferPool(fmt, table, fds, writable=False)  # owns the fds from here
+        except BaseException:
+            self.close()
+            raise
+
+    def __len__(self) -> int:
+        return self.granted
+
+    def pool(self) -> BufferPool | None:
+        return self._pool
+
+    def refill(self) -> bool:
+        while len(self._queued) < max(1, self.granted - 1):
+            try:
+                buffer = self.bus.acquire(timeout=0)
+            except Timeout:
+                return False
+            try:
+                self.dev.qbuf(VideoBuffer(self.dev.buf_type, self.memory, buffer.index))
+            except OSError:
+                self._give_back(buffer)
+                raise
+            self._queued.add(buffer.index)
+        return True
+
+    def complete(self, vb: VideoBuffer, ok: bool, timestamp_ns: int) -> bool:
+        self._queued.discard(vb.index)
+        buffer = self.bus.buffers[vb.index]
+        if not ok:
+            self._give_back(buffer)
+            return False
+        self.bus.publish(buffer, timestamp_ns=timestamp_ns, bytesused=vb.bytesused)
+        return True
+
+    def stopped(self) -> None:
+        for index in sorted(self._queued):
+            self._give_back(self.bus.buffers[index])
+        self._queued.clear()
+
+    def close(self) -> None:
+        """Free the driver's buffers; the exported DMA-BUFs live on in the
+        pool (the bus's) until it is closed too."""
+        super().close()
+        if self.bus is None and self._pool is not None:
+            self._pool.close()  # never handed to a bus: ours to close
+        self._pool = None
+
+
+class CopyQueue(BufferQueue):
+    """V4L2_MEMORY_MMAP buffers, each frame copied into a bus memfd buffer."""
+
+    strategy = MMAP_COPY
+    memory = v.V4L2_MEMORY_MMAP
+
+    def __init__(self, dev: Device, fmt: FrameFormat, buffers: int) -> None:
+        super().__init__(dev, fmt)
+        self._count = buffers
+        self.granted = _reqbufs(dev, self.memory, buffers)
+        self._maps: list[mmap.mmap] = []
+        self.dropped = 0  # frames lost because every bus buffer was leased
+        try:
+            for index in range(self.granted):
+                self._maps.append(dev.mmap(dev.querybuf(self.memory, index)))
+        except BaseException:
+            self.close()
+            raise
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def reserve(self) -> int:
+        return 1  # the driver keeps its own buffers; the bus needs one to copy into
+
+    def start(self, bus: Producer) -> None:
+        self.bus = bus
+        for index in range(self.granted):
+            self.dev.qbuf(VideoBuffer(self.dev.buf_type, self.memory, index))
+
+    def complete(self, vb: VideoBuffer, ok: bool, timestamp_ns: int) -> bool:
+        published = False
+        if ok:
+            try:
+                buffer = self.bus.acquire(timeout=0)
+            except Timeout:
+                self.dropped += 1
+            else:
+                used = min(vb.bytesused, buffer.raw.nbytes)
+                np.copyto(buffer.raw[:used], np.frombuffer(self._maps[vb.index], np.uint8, used))
+                self.bytes_copied += used
+                self.bus.publish(buffer, timestamp_ns=timestamp_ns, bytesused=used)
+                published = True
+        self.dev.qbuf(VideoBuffer(self.dev.buf_type, self.memory, vb.index))
+        return published
+
+    def close(self) -> None:
+        for m in self._maps:
+            m.close()
+        self._maps = []
+        super().close()
+
+
+def make_queue(strategy: str, dev: Device, fmt: FrameFormat, buffers: int) -> BufferQueue:
+    """The queue for `strategy`, with its driver buffers requested."""
+    kinds = {USERPTR: UserptrQueue, MMAP_EXPBUF: ExportQueue, MMAP_COPY: CopyQueue}
+    return kinds[strategy](dev, fmt, buffers)

@@ -1,0 +1,175 @@
+"""`V4L2Source`: a V4L2 camera as a framebus source.
+
+What the daemon sees (``producer.source.Source``): `format` as negotiated,
+`reserve`, `pool()` (the exported DMA-BUFs for ``mmap+expbuf``, None for the
+bus's own memfds otherwise), `run(bus, stop)` and `close()`.
+
+Opening a source opens the device, negotiates the format
+(``negotiate.py``), picks the memory strategy from what the driver reports
+(``strategies.py``, logged with the reason) and requests the driver's buffers
+(``queues.py``). `run()` streams (``capture.py``) and returns how it ended:
+
+`STOPPED`    `stop` was set;
+`UNPLUGGED`  the camera went away; the bus was closed with "camera unplugged"
+             so every consumer is told the stream ended;
+`RESTART`    (``--on-unplug wait``) the camera went away and came back: the
+             bus was closed as above, the device is open and negotiated again
+             with new buffers, and the caller makes a new bus from `format`,
+             `pool()` and `reserve` and calls `run()` again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+from framebus import BufferPool, FramebusError, FrameFormat, Producer
+
+from .capture import STOPPED, UNPLUGGED, Capture, CaptureStats
+from .device import Device
+from .devices import list_devices
+from .negotiate import negotiate
+from .queues import BufferQueue, CopyQueue, UserptrRefused, make_queue
+from .strategies import MMAP_COPY, choose
+
+__all__ = ["V4L2Source", "STOPPED", "UNPLUGGED", "RESTART"]
+
+log = logging.getLogger("framebus.v4l2")
+
+RESTART = "restart"
+_REOPEN_EVERY = 0.25  # seconds between looks for an unplugged camera
+
+
+class V4L2Source:
+    """A V4L2 capture device feeding a framebus `Producer`.
+
+    Args:
+        path: the device node (``/dev/video0``).
+        want: the format asked for (FourCC, width, height).
+        fps: frames per second to ask for (0: the driver's rate).
+        memory: ``auto``, ``userptr``, ``dmabuf`` or ``copy``.
+        buffers: buffers to ask for (the bus's count for memfd strategies).
+        on_unplug: ``exit`` or ``wait`` (for the camera to come back).
+    """
+
+    def __init__(self, path: str, want: FrameFormat, fps: float, *, memory: str = "auto",
+                 buffers: int = 8, on_unplug: str = "exit") -> None:
+        if on_unplug not in ("exit", "wait"):
+            raise FramebusError(f"--on-unplug must be exit or wait, not {on_unplug!r}")
+        if not 2 <= buffers <= 32:
+            raise FramebusError(f"a V4L2 source needs 2..32 buffers (VIDEO_MAX_FRAME), not {buffers}")
+        self.path = path
+        self.memory = memory
+        self.on_unplug = on_unplug
+        self.stats = CaptureStats()
+        self._want = want
+        self._fps = fps
+        self._buffers = buffers
+        self._copied_before = 0  # bytes copied by queues already closed
+        self._dev: Device | None = None
+        self._queue: BufferQueue | None = None
+        self._setup()
+
+    @classmethod
+    def open(cls, path: str, fmt: FrameFormat, fps: float, args: argparse.Namespace) -> V4L2Source:
+        """The daemon's entry point: the source for ``--source v4l2:PATH``."""
+        return cls(path, fmt, fps, memory=getattr(args, "memory", "auto"),
+                   buffers=getattr(args, "buffers", 8),
+                   on_unplug=getattr(args, "on_unplug", "exit"))
+
+    # ------------------------------------------------------------ Source
+    @property
+    def reserve(self) -> int:
+        """Bus buffers kept out of consumers' quotas for the driver's queue."""
+        return self._queue.reserve
+
+    @property
+    def strategy(self) -> str:
+        return self._queue.strategy
+
+    @property
+    def bytes_copied(self) -> int:
+        """Pixel bytes this source copied (0 for the zero-copy strategies)."""
+        return self._copied_before + (self._queue.bytes_copied if self._queue else 0)
+
+    def pool(self) -> BufferPool | None:
+        return self._queue.pool()
+
+    def run(self, bus: Producer, stop: threading.Event) -> str:
+        """Stream into `bus` until `stop` is set or the camera goes away."""
+        if self._dev is None:
+            raise FramebusError(f"{self.path}: the source is closed")
+        try:
+            outcome = self._stream(bus, stop)
+        except FramebusError as exc:
+            self._release_device()
+            bus.close(f"camera error: {exc}")
+            raise
+        self._release_device()  # the driver lets go of the bus's memory before the bus does
+        log.info("%s: %s; %s, %d bytes copied", self.path, self.stats.summary(), self.strategy,
+                 self.bytes_copied)
+        if outcome != UNPLUGGED:
+            return outcome
+        bus.close("camera unplugged")
+        if self.on_unplug == "exit":
+            return UNPLUGGED
+        return RESTART if self._reopen(stop) else STOPPED
+
+    def close(self) -> None:
+        """Stop and free the device and its buffers; safe twice."""
+        self._release_device()
+
+    # ---------------------------------------------------------- internals
+    def _setup(self) -> None:
+        dev = Device(self.path)
+        try:
+            negotiated = negotiate(dev, self._want, self._fps)
+            self.format = negotiated.format
+            info = next(iter(list_devices([self.path])), None)
+            if info is None:
+                raise FramebusError(f"{self.path} is not a video capture device")
+            strategy, reason = choose(info, self.memory)
+            log.info("%s (%s, %s): %s", self.path, dev.card, dev.driver, reason)
+            self._queue = make_queue(strategy, dev, self.format, self._buffers)
+        except BaseException:
+            dev.close()
+            raise
+        self._dev = dev
+        log.info("%s: %d driver buffers, %s; the bus keeps %d for the driver (reserve)",
+                 self.path, self._queue.granted, self.strategy, self.reserve)
+
+    def _stream(self, bus: Producer, stop: threading.Event) -> str:
+        try:
+            return Capture(self._dev, self._queue, self.stats).run(bus, stop)
+        except UserptrRefused as exc:
+            if self.memory != "auto":
+                raise FramebusError(f"--memory userptr: {exc}") from None
+            # auto: the bus's memfds stay; only how frames reach them changes
+            log.warning("%s: %s; falling back to %s", self.path, exc, MMAP_COPY)
+        self._queue.close()
+        self._queue = CopyQueue(self._dev, self.format, self._buffers)
+        return Capture(self._dev, self._queue, self.stats).run(bus, stop)
+
+    def _release_device(self) -> None:
+        if self._queue is not None:
+            self._copied_before += self._queue.bytes_copied
+            self._queue.bytes_copied = 0
+            self._queue.close()
+        if self._dev is not None:
+            self._dev.close()
+            self._dev = None
+
+    def _reopen(self, stop: threading.Event) -> bool:
+        """Wait for the camera to come back and set it up as before."""
+        log.info("%s: waiting for the camera to come back (--on-unplug wait)", self.path)
+        while not stop.wait(_REOPEN_EVERY):
+            try:
+                self._setup()
+            except FramebusError as exc:
+                log.debug("%s: not back yet: %s", self.path, exc)
+                continue
+            log.info("%s: the camera is back: streaming again", self.path)
+            return True
+        return False
+
