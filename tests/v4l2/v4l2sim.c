@@ -124,6 +124,8 @@ struct sim_dev {
 	bool no_mmap, no_userptr, no_dmabuf, no_expbuf, no_buf_caps;
 	bool busy_open, busy_fmt;
 	uint32_t vanish_after, error_every, skip_every;
+	uint32_t return_after_ms, eio_after;
+	bool userptr_contig;
 	char card[32], driver[16];
 	int number;
 	/* state */
@@ -134,7 +136,8 @@ struct sim_dev {
 	struct sim_handle *owner;
 	int incoming[VIDEO_MAX_FRAME], nincoming;
 	int done[VIDEO_MAX_FRAME], ndone;
-	bool streaming, gone, thread_live;
+	bool streaming, gone, thread_live, queue_error, vanished_once;
+	struct timespec gone_at;
 	pthread_t thread;
 	pthread_cond_t tick;
 	uint32_t sequence;
@@ -146,6 +149,7 @@ struct sim_handle {
 	int fd;			/* the fd userspace got from open() */
 	int app;		/* our own dup of it, for draining and signalling */
 	int peer;		/* the driver's end of the socketpair */
+	bool dead;		/* opened before an unplug: ENODEV for ever */
 	dev_t sdev;
 	ino_t sino;
 	struct sim_dev *dev;
@@ -331,6 +335,9 @@ static void parse_device(struct sim_dev *d, char *spec)
 		NUM("vanish_after", vanish_after);
 		NUM("error_every", error_every);
 		NUM("skip_every", skip_every);
+		NUM("return_after_ms", return_after_ms);
+		NUM("eio_after", eio_after);
+		FLAG("userptr_contig", userptr_contig);
 		FLAG("stepwise", stepwise);
 		FLAG("no_mmap", no_mmap);
 		FLAG("no_userptr", no_userptr);
@@ -479,6 +486,38 @@ static struct sim_handle *handle_of(int fd)
 	return NULL;
 }
 
+static void stop_thread(struct sim_dev *d);
+static void free_buffers(struct sim_dev *d);
+
+/* An unplugged device plugged in again after return_after_ms: a fresh device. */
+static bool come_back(struct sim_dev *d)
+{
+	struct timespec now;
+	long long ms;
+	bool back = false;
+
+	if (!d->return_after_ms)
+		return false;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (now.tv_sec - d->gone_at.tv_sec) * 1000LL + (now.tv_nsec - d->gone_at.tv_nsec) / 1000000;
+	pthread_mutex_lock(&g_lock);
+	if (d->gone && ms >= d->return_after_ms) {
+		if (d->owner) {		/* the old owner's fd stays dead; its buffers go */
+			free_buffers(d);
+			d->owner = NULL;
+		}
+		if (d->thread_live)
+			stop_thread(d);
+		d->gone = false;
+		d->vanished_once = false;	/* plugged in again: it may be unplugged again */
+		d->queue_error = false;
+		d->frames_done = 0;
+	}
+	back = !d->gone;
+	pthread_mutex_unlock(&g_lock);
+	return back;
+}
+
 static int sim_open(struct sim_dev *d, int flags)
 {
 	int sv[2], app = -1;
@@ -489,8 +528,8 @@ static int sim_open(struct sim_dev *d, int flags)
 		errno = EBUSY;
 		return -1;
 	}
-	if (d->gone) {
-		errno = ENODEV;
+	if (d->gone && !come_back(d)) {
+		errno = ENOENT;	/* the device node is gone with the device */
 		return -1;
 	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
@@ -565,6 +604,7 @@ static void cancel_queue(struct sim_dev *d)
 	for (uint32_t i = 0; i < d->nbufs; i++)
 		d->bufs[i].state = BUF_DEQUEUED;
 	d->nincoming = d->ndone = 0;
+	d->queue_error = false;
 	if (d->owner)
 		drain(d->owner);
 }
@@ -664,9 +704,14 @@ static uint32_t frame_bytesused(const struct sim_dev *d, uint32_t sequence)
 static void vanish(struct sim_dev *d)
 {
 	d->gone = true;
+	d->vanished_once = true;
 	d->streaming = false;
+	clock_gettime(CLOCK_MONOTONIC, &d->gone_at);
 	for (struct sim_handle *h = g_handles; h; h = h->next) {
-		if (h->dev != d || h->peer < 0)
+		if (h->dev != d)
+			continue;
+		h->dead = true;
+		if (h->peer < 0)
 			continue;
 		/* unread data in the closed end: ECONNRESET, POLLERR | POLLHUP */
 		send(h->app, "x", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -738,7 +783,12 @@ static void *driver_thread(void *arg)
 		d->done[d->ndone++] = idx;
 		if (d->owner && d->owner->peer >= 0)
 			send(d->owner->peer, "b", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (d->vanish_after && d->frames_done >= d->vanish_after)
+		if (d->eio_after && d->frames_done == d->eio_after) {
+			d->queue_error = true;	/* as vb2_queue_error(): DQBUF is EIO until STREAMOFF */
+			if (d->owner && d->owner->peer >= 0)
+				send(d->owner->peer, "e", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+		}
+		if (d->vanish_after && !d->vanished_once && d->frames_done >= d->vanish_after)
 			vanish(d);
 	}
 	pthread_mutex_unlock(&g_lock);
@@ -1121,7 +1171,7 @@ static int vidioc_qbuf(struct sim_dev *d, struct sim_handle *h, struct v4l2_buff
 	if (d->memory == V4L2_MEMORY_USERPTR) {
 		unsigned long ptr = is_mplane(d) ? vb->m.planes[0].m.userptr : vb->m.userptr;
 		uint32_t len = is_mplane(d) ? vb->m.planes[0].length : vb->length;
-		if (!ptr || len < d->sizeimage)
+		if (!ptr || len < d->sizeimage || d->userptr_contig)
 			return -EINVAL;
 		b->userptr = ptr;
 		b->ulength = len;
@@ -1158,10 +1208,12 @@ static int vidioc_dqbuf(struct sim_dev *d, struct sim_handle *h, int fd, struct 
 	for (;;) {
 		struct pollfd pfd = {.fd = h->app, .events = POLLIN};
 		int r;
-		if (d->gone)
+		if (d->gone || h->dead)
 			return -ENODEV;
 		if (!d->streaming || d->owner != h)
 			return -EINVAL;
+		if (d->queue_error)
+			return -EIO;
 		if (d->ndone)
 			break;
 		if (fd_nonblocking(fd))
@@ -1231,7 +1283,7 @@ static int vidioc_expbuf(struct sim_dev *d, struct v4l2_exportbuffer *e)
 static int dev_ioctl(struct sim_handle *h, int fd, unsigned long request, void *arg)
 {
 	struct sim_dev *d = h->dev;
-	if (d->gone)
+	if (d->gone || h->dead)
 		return -ENODEV;
 	if (_IOC_SIZE(request) && !arg)
 		return -EFAULT;
@@ -1435,7 +1487,7 @@ static void *sim_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
 		goto out;
 	*ours = true;
 	d = h->dev;
-	if (d->gone) {
+	if (d->gone || h->dead) {
 		err = ENODEV;
 		goto out;
 	}

@@ -1,0 +1,148 @@
+"""Child process for the capture tests: drives `V4L2Source` on the simulator.
+
+Run with the simulator preloaded, as ``python sourcechild.py SCENARIO ...``;
+prints JSON lines. Scenarios:
+
+``negotiate PATH FOURCC WIDTH HEIGHT FPS``
+    `negotiate()` alone: the `FrameFormat` and rate the driver set, or the
+    refusal's message.
+``serve --socket S --device PATH ...``
+    a producer loop that recreates the bus whenever `run()` answers
+    ``restart`` (the loop the daemon needs for ``--on-unplug wait``); one
+    JSON line per run, until SIGTERM or an outcome other than ``restart``.
+``leaks PATH``
+    open, stream briefly and close sources along every ending (stop, unplug,
+    EBUSY, refusal) and report the fds, threads and mappings left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
+
+from framebus import FramebusError, FrameFormat, Producer  # noqa: E402
+from producer.v4l2.device import Device  # noqa: E402
+from producer.v4l2.negotiate import negotiate  # noqa: E402
+from producer.v4l2.source import RESTART, V4L2Source  # noqa: E402
+
+
+def say(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def scenario_negotiate(path: str, fourcc: str, width: str, height: str, fps: str) -> None:
+    dev = Device(path)
+    try:
+        got = negotiate(dev, FrameFormat(int(width), int(height), fourcc), float(fps))
+        say(format=got.format.to_wire(), fps=got.fps, multiplanar=dev.multiplanar)
+    except FramebusError as exc:
+        say(error=str(exc))
+    finally:
+        dev.close()
+
+
+def scenario_serve(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--device", required=True)
+    parser.add_argument("--format", default="YUYV")
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--fps", type=float, default=100)
+    parser.add_argument("--memory", default="auto")
+    parser.add_argument("--buffers", type=int, default=6)
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    source = V4L2Source(args.device, FrameFormat(args.width, args.height, args.format), args.fps,
+                        memory=args.memory, buffers=args.buffers, on_unplug="wait")
+    try:
+        runs = 0
+        while True:
+            runs += 1
+            with Producer(args.socket, source.format, args.buffers, pool=source.pool(),
+                          reserve=source.reserve) as bus:
+                outcome = source.run(bus, stop)
+            say(run=runs, outcome=outcome, strategy=source.strategy,
+                frames=source.stats.frames, bytes_copied=source.bytes_copied)
+            if outcome != RESTART or stop.is_set():
+                break
+    finally:
+        source.close()
+
+
+def _resources() -> dict[str, int]:
+    with open("/proc/self/maps") as maps:
+        mappings = sum(1 for _ in maps)
+    return {"fds": len(os.listdir("/proc/self/fd")), "threads": threading.active_count(),
+            "tasks": len(os.listdir("/proc/self/task")), "maps": mappings}
+
+
+def scenario_leaks(path: str, vanishing: str, busy: str) -> None:
+    """Every ending of a source, three times over; resources before and after.
+
+    `path` streams normally, `vanishing` is unplugged mid-stream (and comes
+    back), `busy` answers EBUSY.
+    """
+    sock = os.path.join(tempfile.mkdtemp(prefix="fbl-", dir="/tmp"), "s.sock")
+    fmt = FrameFormat(320, 240, "YUYV")
+    endings: dict[str, str] = {}
+
+    def stream(device: str, memory: str, seconds: float) -> str:
+        source = V4L2Source(device, fmt, 200, memory=memory, buffers=4)
+        stop = threading.Event()
+        timer = threading.Timer(seconds, stop.set)
+        timer.start()
+        try:
+            with Producer(sock, source.format, 4, pool=source.pool(), reserve=source.reserve) as bus:
+                return source.run(bus, stop)
+        finally:
+            timer.cancel()
+            timer.join()
+            source.close()
+            source.close()  # twice is safe
+
+    def refused(device: str, want: FrameFormat) -> str:
+        try:
+            V4L2Source(device, want, 30)
+        except FramebusError as exc:
+            return str(exc).splitlines()[0]
+        return "opened"
+
+    stream(path, "copy", 0.1)  # warm up: imports, numpy, zmq's first context
+    before = _resources()
+    for _ in range(3):
+        for memory in ("userptr", "dmabuf", "copy"):
+            endings[memory] = stream(path, memory, 0.15)
+            time.sleep(0.1)  # the unplugged camera comes back (return_after_ms)
+            endings[f"unplug {memory}"] = stream(vanishing, memory, 5.0)
+        endings["busy"] = refused(busy, fmt)
+        endings["refused"] = refused(path, FrameFormat(1920, 1080, "RGB3"))
+    after = _resources()
+    os.rmdir(os.path.dirname(sock))
+    say(before=before, after=after, endings=endings)
+
+
+def main() -> None:
+    scenario, *rest = sys.argv[1:]
+    if scenario == "negotiate":
+        scenario_negotiate(*rest)
+    elif scenario == "serve":
+        scenario_serve(rest)
+    elif scenario == "leaks":
+        scenario_leaks(*rest)
+    else:
+        sys.exit(f"unknown scenario {scenario}")
+
+
+if __name__ == "__main__":
+    main()
