@@ -99,8 +99,16 @@ class Consumer:
         `reconnect`), and `FramebusError` if this consumer already holds
         `max_held` frames.
         """
+        return self._next(timeout)
+
+    def _next(self, timeout: float | None, after: Frame | None = None) -> Frame:
+        """`get()`, releasing `after` first in the same message as the request."""
         if self._closed:
             raise FramebusError("consumer is closed")
+        releasing: list[int] = []
+        if after is not None and after.drop_views() and self._held.pop(after.seq, None):
+            if after.session is self._session:
+                releasing.append(after.seq)
         if len(self._held) >= self.max_held:
             raise FramebusError(f"consumer {self.name!r} already holds max_held={self.max_held} "
                                 f"frames; release one before asking for another")
@@ -108,7 +116,7 @@ class Consumer:
         while True:
             session = self._session or self._reattach(deadline, timeout)
             try:
-                return self._get(session, deadline, timeout)
+                return self._get(session, deadline, timeout, releasing)
             except ProducerGone:
                 if not self.reconnect:
                     raise
@@ -123,10 +131,10 @@ class Consumer:
         frame: Frame | None = None
         try:
             while True:
-                if frame is not None:
-                    frame.release()  # before asking: works with max_held=1
                 try:
-                    frame = self.get()
+                    # Releases the previous frame before asking (so max_held=1
+                    # works), in the same message as the request.
+                    frame = self._next(None, after=frame)
                 except ProducerGone as exc:
                     if exc.clean:
                         return
@@ -144,13 +152,20 @@ class Consumer:
         self._drop_session()
 
     # ------------------------------------------------------------ internals
-    def _get(self, session: Session, deadline: float | None, timeout: float | None) -> Frame:
+    def _get(self, session: Session, deadline: float | None, timeout: float | None,
+             releasing: list[int]) -> Frame:
+        credit = 0
         if self.policy == LATEST:
             if self._credit_pending:
                 self._credit_stale = True
             else:
-                session.send(protocol.CREDIT.encode(1))
+                credit = 1
                 self._credit_pending = True
+        if releasing:
+            session.send(protocol.RELEASE.encode(releasing, credit))
+            releasing.clear()  # sent once, even if the session is replaced
+        elif credit:
+            session.send(protocol.CREDIT.encode(credit))
         while True:
             frame = self._frame(session, session.receive(deadline, timeout))
             if self.policy == LATEST:
@@ -179,10 +194,10 @@ class Consumer:
             # Bound to this session: a frame of an earlier producer run is
             # forgotten locally and never released into the new one.
             if self._held.pop(seq, None) is not None and self._session is session:
-                session.send(protocol.RELEASE.encode([seq]))
+                session.send(protocol.RELEASE.encode([seq], 0))
 
         frame = Frame(seq, index, stamp, used, views[index], self.format.compressed,
-                      session.status, release, session.sync_fds[index])
+                      session, release, session.sync_fds[index])
         self._held[seq] = frame
         return frame
 
@@ -203,7 +218,7 @@ class Consumer:
             return
         held = list(self._held)
         if held:
-            session.send(protocol.RELEASE.encode(held[: protocol.MAX_RELEASE_BATCH]))
+            session.send(protocol.RELEASE.encode(held[: protocol.MAX_RELEASE_BATCH], 0))
         for frame in list(self._held.values()):
             frame.release()  # local only now: the session is no longer current
         session.close()

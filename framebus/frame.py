@@ -11,7 +11,7 @@ from .formats import FrameViews
 from .linux import dma_buf
 
 if TYPE_CHECKING:
-    from .status import StatusBoard
+    from .session import Session
 
 
 class Frame:
@@ -22,11 +22,11 @@ class Frame:
     the pixels that must outlive the lease is the caller's to make.
     """
 
-    __slots__ = ("seq", "index", "timestamp_ns", "bytesused", "_views", "_array",
+    __slots__ = ("seq", "index", "timestamp_ns", "bytesused", "session", "_views", "_array",
                  "_status", "_release", "_sync_fds")
 
     def __init__(self, seq: int, index: int, timestamp_ns: int, bytesused: int,
-                 views: FrameViews, compressed: bool, status: StatusBoard,
+                 views: FrameViews, compressed: bool, session: Session,
                  release: Callable[[int], None], sync_fds: tuple[int, ...] = ()) -> None:
         self.seq = seq
         self.index = index
@@ -34,7 +34,8 @@ class Frame:
         self.bytesused = bytesused
         self._views: FrameViews | None = views
         self._array = views.array[:bytesused] if compressed else views.array
-        self._status = status
+        self.session = session  # the producer run this frame belongs to
+        self._status = session.status
         self._release = release
         # A DMA-BUF (a driver's own buffer) is read between SYNC_START and
         # SYNC_END, so caches are coherent with what the device wrote.
@@ -66,15 +67,22 @@ class Frame:
 
     def release(self) -> None:
         """End the lease; the producer may reuse the buffer. Safe twice."""
-        if self._views is not None:
-            self._views = None
-            self._array = None
-            for fd in self._sync_fds:
-                try:
-                    dma_buf.sync_end(fd, read=True)
-                except OSError:
-                    pass  # the mapping went with its session; nothing left to sync
+        if self.drop_views():
             self._release(self.seq)
+
+    def drop_views(self) -> bool:
+        """The local half of `release()`: drop the views (and end CPU access
+        to a DMA-BUF) without telling the producer. True if it was held."""
+        if self._views is None:
+            return False
+        self._views = None
+        self._array = None
+        for fd in self._sync_fds:
+            try:
+                dma_buf.sync_end(fd, read=True)
+            except OSError:
+                pass  # the mapping went with its session; nothing left to sync
+        return True
 
     @property
     def released(self) -> bool:

@@ -209,9 +209,10 @@ class Producer:
             self._newest = index
             self._status.published(index, seq)
             self._counters["published"] += 1
+            payload = protocol.FRAME.encode(seq, index, stamp, used)  # the same for everyone
             for sub in self._subs.values():
                 if sub.wants_frame(self._leases.held(sub.id)):
-                    self._deliver(sub, index)
+                    self._deliver(sub, index, payload)
             self._drain_bus()
         return seq
 
@@ -301,9 +302,10 @@ class Producer:
             s.policy == QUEUE and s.connected and self._leases.held(s.id) >= s.depth
             for s in self._subs.values())
 
-    def _deliver(self, sub: Subscriber, index: int) -> None:
+    def _deliver(self, sub: Subscriber, index: int, payload: bytes | None = None) -> None:
         seq, stamp, used = self._frames[index]
-        payload = protocol.FRAME.encode(seq, index, stamp, used)
+        if payload is None:
+            payload = protocol.FRAME.encode(seq, index, stamp, used)
         try:
             if sub.channel == SOCKET:
                 sub.conn.send(payload)  # non-blocking: a full socket is a consumer not reading
@@ -541,6 +543,8 @@ class Producer:
                 self._on_credit(sub, values[0])
             elif kind is protocol.RELEASE:
                 self._on_release(sub, values[0])
+                if values[1]:
+                    self._on_credit(sub, values[1])
             else:
                 raise ProtocolError(f"{kind.name} is not a consumer's message")
         except ProtocolError as exc:

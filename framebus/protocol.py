@@ -126,7 +126,10 @@ FRAME = Message("FRAME", 10, (
     Field("timestamp_ns", _uint()), Field("bytesused", _uint()),
 ))
 CREDIT = Message("CREDIT", 11, (Field("count", _uint(256)),))
-RELEASE = Message("RELEASE", 12, (Field("seqs", _uint_list),))
+RELEASE = Message("RELEASE", 12, (
+    Field("seqs", _uint_list),
+    Field("credit", _uint(256)),  # frames asked for at the same time (saves a CREDIT)
+))
 BUS = _declare(FRAME, CREDIT, RELEASE)
 AFTER_ACCEPT = _declare(FRAME, BYE)  # what the producer may send on a control socket then
 

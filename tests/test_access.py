@@ -138,7 +138,7 @@ def test_a_consumer_cannot_release_another_consumers_lease(sock):
         bus.publish(bus.acquire(timeout=1))
         frame = victim.get(timeout=2)
         # The thief names the victim's frame in a RELEASE on its own session.
-        thief._session.send(protocol.RELEASE.encode([frame.seq]))
+        thief._session.send(protocol.RELEASE.encode([frame.seq], 0))
         wait_for(lambda: _consumer(bus, "thief")["errors"] == 1, what="the thief's error")
         assert _consumer(bus, "victim")["held"] == 1
         assert frame.valid()
@@ -155,7 +155,7 @@ def test_a_forged_routing_id_is_not_heard(sock):
         forger.setsockopt(zmq.LINGER, 0)
         forger.setsockopt(zmq.ROUTING_ID, b"F" + b"\x00" * 15)  # a guessed token
         forger.connect(bus._dir.endpoint)
-        forger.send(protocol.RELEASE.encode([frame.seq]))
+        forger.send(protocol.RELEASE.encode([frame.seq], 0))
         wait_for(lambda: bus.stats()["unknown_peer"] >= 1, what="the forged message")
         assert _consumer(bus, "victim")["held"] == 1
         forger.close()

@@ -17,13 +17,13 @@ def test_frame_golden_bytes():
 
 
 def test_release_golden_bytes():
-    assert protocol.RELEASE.encode([1, 2]) == b"\x92\x0c\x92\x01\x02"
+    assert protocol.RELEASE.encode([1, 2], 1) == b"\x93\x0c\x92\x01\x02\x01"
 
 
 @pytest.mark.parametrize("message, values", [
     (protocol.FRAME, (2**64 - 1, 255, 0, 1)),
     (protocol.CREDIT, (1,)),
-    (protocol.RELEASE, ([1, 2, 3],)),
+    (protocol.RELEASE, ([1, 2, 3], 0)),
 ])
 def test_round_trip(message, values):
     decoded = protocol.decode(message.encode(*values), BUS, LIMIT)
@@ -42,8 +42,9 @@ def test_round_trip(message, values):
     (msgpack.packb([10, 1, 256, 3, 4]), "FRAME.index"),
     (msgpack.packb([10, True, 2, 3, 4]), "FRAME.seq"),
     (msgpack.packb([11, 1.5]), "CREDIT.count"),
-    (msgpack.packb([12, list(range(65))]), "RELEASE.seqs"),
-    (msgpack.packb([12, [1, "x"]]), "RELEASE.seqs"),
+    (msgpack.packb([12, list(range(65)), 0]), "RELEASE.seqs"),
+    (msgpack.packb([12, [1, "x"], 0]), "RELEASE.seqs"),
+    (msgpack.packb([12, [1], 257]), "RELEASE.credit"),
     (b"\x00" * (LIMIT + 1), "exceeds"),
 ])
 def test_malformed_messages_are_rejected(payload, why):
