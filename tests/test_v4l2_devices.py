@@ -6,10 +6,7 @@ Runs ``list_devices`` in a child process on top of the simulated driver
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,19 +21,9 @@ from producer.v4l2.devices import (
     list_devices,
 )
 
-
-def _load_harness() -> ModuleType:
-    name = "v4l2sim_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "v4l2" / "harness.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from .v4l2 import harness
 
 
-harness = _load_harness()
 
 CONFIG = ";".join([
     "path=/dev/video-sim0,formats=YUYV+MJPG,fps=30+15,card=Front Camera",

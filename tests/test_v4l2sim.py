@@ -8,32 +8,20 @@ simulator preloaded (``LD_PRELOAD``); the child uses only
 
 from __future__ import annotations
 
-import importlib.util
 import select
 import subprocess
 import sys
 import zlib
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from framebus.linux import videodev2 as v
 
-
-def _load_harness() -> ModuleType:
-    name = "v4l2sim_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "v4l2" / "harness.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+from .v4l2 import harness
 
 
-harness = _load_harness()
 DEV = "/dev/video-sim0"
 FAST = f"path={DEV},fps=200"
 TYPES = {"single": "", "mplane": ",type=mplane"}
