@@ -44,11 +44,12 @@ def run_demo(args: argparse.Namespace) -> int:
     sock = os.path.join(workdir, "cam0.sock")
     children: list[_Child] = []
     try:
-        producer = _start(
-            "producer", ["framebus", "produce", "--socket", sock, "--source", "synthetic",
-                         "--width", str(args.width), "--height", str(args.height),
-                         "--format", args.format, "--fps", str(args.fps)],
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "producer.log"), "w"))
+        with open(os.path.join(workdir, "producer.log"), "w") as log:  # the child keeps a copy
+            producer = _start(
+                "producer", ["framebus", "produce", "--socket", sock, "--source", "synthetic",
+                             "--width", str(args.width), "--height", str(args.height),
+                             "--format", args.format, "--fps", str(args.fps)],
+                stdout=subprocess.DEVNULL, stderr=log)
         children.append(producer)
         _wait_for_socket(sock, producer, workdir)
         common = ["--socket", sock, "--json", "--interval", "0.5", "--wait", "5"]

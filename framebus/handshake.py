@@ -43,7 +43,7 @@ def read_hello(sock: socket.socket, path: str) -> tuple[tuple[Any, ...], list[in
     """
     try:
         data, fds = fdpass.recv_with_fds(sock, protocol.MAX_CONTROL_MESSAGE, MAX_FDS)
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise Timeout(f"no HELLO from the producer at {path}") from None
     except fdpass.TruncatedMessage as exc:
         raise ProtocolError(f"HELLO from {path}: {exc}") from None
@@ -65,7 +65,7 @@ def attach(sock: socket.socket, path: str, role: str, name: str = "", policy: st
     sock.send(protocol.ATTACH.encode(role, name[:64], policy, max_held, depth, channel))
     try:
         reply = sock.recv(protocol.MAX_CONTROL_MESSAGE)
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise Timeout(f"no answer to ATTACH from {path}") from None
     return protocol.decode(_answer(reply, path), protocol.CONTROL, protocol.MAX_CONTROL_MESSAGE)
 

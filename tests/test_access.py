@@ -7,7 +7,6 @@ import pwd
 import subprocess
 import sys
 
-import msgpack
 import pytest
 import zmq
 

@@ -1,6 +1,5 @@
 """Pixel formats: plane layouts and the numpy views built on them."""
 
-import numpy as np
 import pytest
 
 from framebus import PIXEL_FORMATS, FramebusError, FrameFormat
