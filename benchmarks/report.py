@@ -126,6 +126,20 @@ def table(rows: list[dict[str, Any]], transports: list[str]) -> str:
     return "\n".join(lines)
 
 
+def glance(rows: list[dict[str, Any]], transports: list[str]) -> str:
+    """Compact side-by-side: flat-out fps per consumer · paced p50 latency, per transport."""
+    idx = _index(rows)
+    cells = sorted({(r["frame_bytes"], r["size"], r["consumers"], r["case"]) for r in rows})
+    lines = ["| size | cons | case | " + " | ".join(transports) + " |", "|---|---|---|" + "---|" * len(transports)]
+    for _, size, n, case in cells:
+        out = []
+        for t in transports:
+            f, p = idx.get((t, size, n, case, FLAT), {}), idx.get((t, size, n, case, PACED), {})
+            out.append(f"{_fmt(f.get('fps_per_consumer'))} fps · {_fmt(p.get('latency_p50_us'))} µs")
+        lines.append(f"| {size} | {n} | {case} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
 LEGEND = """\
 - **fps/consumer (flat)**: flat-out mode, lossless: the producer publishes as fast as the
   slowest consumer takes frames (each transport's backpressure, depth 2); frames each
@@ -227,7 +241,8 @@ def markdown(doc: dict[str, Any]) -> str:
         wf = m["wake_floor"]
         parts.append(f"Machine wake-up floor at the paced rate (pipe + select between two processes): "
                      f"p50 {wf['p50_us']} µs, p99 {wf['p99_us']} µs.")
-    parts += ["", doc["table"], "", LEGEND]
+    parts += ["", "## At a glance: frames/s per consumer (flat-out) · p50 latency (paced)", "",
+              glance(doc["results"], doc["config"]["transports"]), "", "## All figures", "", doc["table"], "", LEGEND]
     if doc["targets"]:
         parts += ["## Targets", ""]
         parts += [f"- {'MET ' if ok else 'MISSED' if ok is False else '?'} {name}: {why}" for name, ok, why in doc["targets"]]
