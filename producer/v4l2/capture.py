@@ -56,11 +56,14 @@ class CaptureStats:
     camera_drops: int = 0  #: sequence numbers never seen (lost before the bus)
     error_frames: int = 0  #: dequeued with V4L2_BUF_FLAG_ERROR (or empty) and dropped
     restarts: int = 0  #: streaming restarted after EIO
+    dequeued: int = 0  #: buffers dequeued (published, error, or no bus buffer free)
+    last_sequence: int = -1  #: the newest v4l2_buffer.sequence seen
 
     def summary(self) -> str:
-        return (f"{self.frames} frames published, {self.camera_drops} lost by the camera "
-                f"(sequence gaps), {self.error_frames} error frames dropped, "
-                f"{self.restarts} streaming restarts")
+        return (f"{self.dequeued} frames dequeued, {self.frames} published, "
+                f"{self.camera_drops} lost by the camera (sequence gaps), "
+                f"{self.error_frames} error frames dropped, {self.restarts} streaming restarts, "
+                f"last sequence {self.last_sequence}")
 
 
 class Capture:
@@ -122,12 +125,13 @@ class Capture:
 
     def _handle(self, vb: VideoBuffer) -> None:
         seq = vb.sequence
+        self.stats.dequeued += 1
         if self._last_sequence is not None and seq > self._last_sequence + 1:
             lost = seq - self._last_sequence - 1
             self.stats.camera_drops += lost
             log.debug("%s: sequence %d after %d: %d frames lost", self.dev.path, seq,
                       self._last_sequence, lost)
-        self._last_sequence = seq
+        self._last_sequence = self.stats.last_sequence = seq
         ok = not vb.flags & v.V4L2_BUF_FLAG_ERROR and vb.bytesused > 0
         if not ok:
             self.stats.error_frames += 1

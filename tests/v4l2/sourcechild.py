@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -81,8 +82,8 @@ def scenario_serve(argv: list[str]) -> None:
 
 
 def _resources() -> dict[str, int]:
-    with open("/proc/self/maps") as maps:
-        mappings = sum(1 for _ in maps)
+    with open("/proc/self/maps") as maps:  # buffer mappings (the heap's come and go)
+        mappings = sum(1 for line in maps if "/memfd:" in line or "/dev/" in line)
     return {"fds": len(os.listdir("/proc/self/fd")), "threads": threading.active_count(),
             "tasks": len(os.listdir("/proc/self/task")), "maps": mappings}
 
@@ -133,6 +134,7 @@ def scenario_leaks(path: str, vanishing: str, busy: str) -> None:
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s: %(message)s")
     scenario, *rest = sys.argv[1:]
     if scenario == "negotiate":
         scenario_negotiate(*rest)
