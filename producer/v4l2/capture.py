@@ -96,6 +96,12 @@ class Capture:
         except _Unplugged:
             log.warning("%s: the camera is gone (ENODEV): unplugged", self.dev.path)
             return UNPLUGGED
+        except OSError as exc:  # QBUF and friends: ENODEV is an unplug too
+            if exc.errno == errno.ENODEV:
+                log.warning("%s: the camera is gone (ENODEV): unplugged", self.dev.path)
+                return UNPLUGGED
+            raise FramebusError(f"{self.dev.path}: {exc.strerror} "
+                                f"({errno.errorcode.get(exc.errno or 0, exc.errno)})") from None
         finally:
             self._stop_streaming()
 
