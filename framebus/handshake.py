@@ -45,6 +45,8 @@ def read_hello(sock: socket.socket, path: str) -> tuple[tuple[Any, ...], list[in
         data, fds = fdpass.recv_with_fds(sock, protocol.MAX_CONTROL_MESSAGE, MAX_FDS)
     except TimeoutError:
         raise Timeout(f"no HELLO from the producer at {path}") from None
+    except ConnectionError as exc:  # the producer died mid-handshake
+        raise ProducerGone(f"the producer at {path} went away: {exc}") from None
     except fdpass.TruncatedMessage as exc:
         raise ProtocolError(f"HELLO from {path}: {exc}") from None
     try:
@@ -62,11 +64,13 @@ def read_hello(sock: socket.socket, path: str) -> tuple[tuple[Any, ...], list[in
 def attach(sock: socket.socket, path: str, role: str, name: str = "", policy: str = "latest",
            max_held: int = 1, depth: int = 0, channel: str = "zmq") -> protocol.Decoded:
     """Send ATTACH and return the producer's answer (ACCEPT or STATUS)."""
-    sock.send(protocol.ATTACH.encode(role, name[:64], policy, max_held, depth, channel))
     try:
+        sock.send(protocol.ATTACH.encode(role, name[:64], policy, max_held, depth, channel))
         reply = sock.recv(protocol.MAX_CONTROL_MESSAGE)
     except TimeoutError:
         raise Timeout(f"no answer to ATTACH from {path}") from None
+    except ConnectionError as exc:  # the producer died mid-handshake
+        raise ProducerGone(f"the producer at {path} went away: {exc}") from None
     return protocol.decode(_answer(reply, path), protocol.CONTROL, protocol.MAX_CONTROL_MESSAGE)
 
 

@@ -14,16 +14,13 @@ before sleeping on the fd again, so whoever touches the ROUTER drains it.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import resource
 import secrets
 import select
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from typing import Iterable
 
 import zmq
@@ -31,11 +28,10 @@ import zmq
 from . import endpoint, protocol
 from .access import AccessPolicy
 from .buffers import Buffer, BufferPool
+from .control import POLL_IN, Attach, ControlServer, send_quietly
 from .errors import FramebusError, ProtocolError, Timeout
 from .formats import FrameFormat
 from .leases import LeaseTable, Release
-from .linux import fdpass
-from .linux.fdpass import Credentials
 from .ratelimit import RateLimitedLog
 from .status import StatusBoard
 from .subscriber import CHANNELS, LATEST, POLICIES, QUEUE, SOCKET, ZMQ, Subscriber
@@ -43,19 +39,6 @@ from .subscriber import CHANNELS, LATEST, POLICIES, QUEUE, SOCKET, ZMQ, Subscrib
 log = logging.getLogger("framebus.producer")
 
 _MAX_ERRORS = 100  # protocol errors before a consumer is disconnected
-_FD_HEADROOM = 16  # fds kept free: each consumer costs a control fd and a zmq pipe fd
-_POLL_IN = select.POLLIN | select.POLLPRI
-_POLL_END = select.POLLHUP | select.POLLERR | select.POLLNVAL
-
-
-@dataclass
-class _Handshake:
-    """A connection that got HELLO and has not yet sent ATTACH."""
-
-    conn: socket.socket
-    peer: Credentials
-    token: bytes
-    deadline: float
 
 
 class Producer:
@@ -87,22 +70,19 @@ class Producer:
         self.path = os.fspath(path)
         self.format = fmt
         self.lease_timeout = lease_timeout
-        self._access = AccessPolicy.default(allow_uids, allow_gids)
         self._live = live
-        self._max_consumers = max_consumers
-        self._handshake_timeout = handshake_timeout
         self._cond = threading.Condition()
         self._closed = False
+        self._bye_reason = "producer shut down"
         self._session = secrets.randbits(63) | 1
         self._next_seq = 1
         self._newest: int | None = None  # buffer holding the newest published frame
         self._frames: dict[int, tuple[int, int, int]] = {}  # index -> (seq, ts, bytesused)
         self._subs: dict[bytes, Subscriber] = {}  # by token
         self._conns: dict[int, Subscriber] = {}  # by control fd
-        self._handshakes: dict[int, _Handshake] = {}
         self._next_id = 1
-        self._counters = {"published": 0, "reclaimed": 0, "revoked": 0, "refused": 0,
-                          "unknown_peer": 0, "errors": 0}
+        self._counters = {"published": 0, "reclaimed": 0, "revoked": 0, "unknown_peer": 0,
+                          "errors": 0}
         self._started = time.monotonic()
         self._rate_log = RateLimitedLog(log)
         self._pool: BufferPool | None = None
@@ -110,10 +90,8 @@ class Producer:
         self._ctx: zmq.Context | None = None
         self._router: zmq.Socket | None = None
         self._dir: endpoint.PrivateDir | None = None
-        self._listener: socket.socket | None = None
-        self._inode = -1
+        self._control: ControlServer | None = None
         self._wake = (-1, -1)
-        self._spare_fd = -1
         self._io_wakes_at = float("inf")  # when the I/O thread's poll() will return by itself
         self._thread: threading.Thread | None = None
         try:
@@ -124,8 +102,9 @@ class Producer:
             self._reserve = reserve
             self._leases = LeaseTable(len(self._pool))
             self._status = StatusBoard.create(len(self._pool), self._session)
-            self._listener = endpoint.listen(self.path, mode, group)
-            self._inode = os.lstat(self.path).st_ino
+            self._control = ControlServer(
+                self.path, mode, group, AccessPolicy.default(allow_uids, allow_gids), self._hello,
+                lambda: len(self._subs), max_consumers, handshake_timeout, self._rate_log)
             self._dir = endpoint.PrivateDir(self.path, mode, group)
             self._ctx = zmq.Context(io_threads=1)
             self._router = self._ctx.socket(zmq.ROUTER)
@@ -137,7 +116,6 @@ class Producer:
             self._router.bind(self._dir.endpoint)
             self._dir.restrict_endpoint()
             self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-            self._spare_fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             self._thread = threading.Thread(target=self._serve, name="framebus-producer", daemon=True)
             self._thread.start()
         except BaseException:
@@ -238,18 +216,19 @@ class Producer:
         """
         with self._cond:
             self._check_open()
+            control = self._control
             if allow_uids is not None or allow_gids is not None:
-                self._access = AccessPolicy.default(
-                    self._access.uids if allow_uids is None else allow_uids,
-                    self._access.gids if allow_gids is None else allow_gids)
+                control.access = AccessPolicy.default(
+                    control.access.uids if allow_uids is None else allow_uids,
+                    control.access.gids if allow_gids is None else allow_gids)
             if lease_timeout is not None:
                 self.lease_timeout = lease_timeout
             if max_consumers is not None:
-                self._max_consumers = max_consumers
-            evicted = [s for s in self._subs.values() if not self._access.admits(s.peer)]
+                control.max_consumers = max_consumers
+            evicted = [s for s in self._subs.values() if not control.access.admits(s.peer)]
             for sub in evicted:
                 # The I/O thread sees the shutdown as this consumer's departure.
-                _send_quietly(sub.conn, protocol.BYE.encode("access revoked by the producer"))
+                send_quietly(sub.conn, protocol.BYE.encode("access revoked by the producer"))
                 sub.conn.shutdown(socket.SHUT_RDWR)
             return [s.name for s in evicted]
 
@@ -271,12 +250,11 @@ class Producer:
             self._router.close(linger=0)
         if self._ctx is not None:
             self._ctx.term()
-        if self._listener is not None:
-            self._listener.close()
-            endpoint.unlink_if_ours(self.path, self._inode)
+        if self._control is not None:
+            self._control.close(self._bye_reason)
         if self._dir is not None:
             self._dir.close()
-        for fd in (*self._wake, self._spare_fd):
+        for fd in self._wake:
             if fd >= 0:
                 os.close(fd)
         if self._status is not None:
@@ -327,7 +305,7 @@ class Producer:
     def _serve(self) -> None:
         poller = select.poll()
         zmq_fd = self._router.getsockopt(zmq.FD)
-        listen_fd = self._listener.fileno()
+        listen_fd = self._control.fileno()
         for fd in (listen_fd, zmq_fd, self._wake[0]):
             poller.register(fd, select.POLLIN)
         while True:
@@ -339,11 +317,13 @@ class Producer:
                     break
                 for fd, mask in events:
                     if fd == listen_fd:
-                        self._accept(poller)
+                        self._control.accept(poller)
                     elif fd == self._wake[0]:
                         _drain_pipe(fd)
-                    elif fd in self._handshakes:
-                        self._on_attach(poller, self._handshakes.pop(fd))
+                    elif self._control.owns(fd):
+                        attach = self._control.finish(poller, fd)
+                        if attach is not None:
+                            self._on_attach(poller, attach)
                     elif fd in self._conns:
                         self._on_control(poller, self._conns[fd], mask)
                 self._drain_bus()
@@ -353,117 +333,44 @@ class Producer:
             self._hang_up_all(poller)
 
     def _poll_timeout(self) -> int | None:
-        deadlines = [h.deadline for h in self._handshakes.values()]
-        lease_deadline = self._leases.next_deadline()
-        if lease_deadline is not None:
-            deadlines.append(lease_deadline)
+        deadlines = [d for d in (self._control.next_deadline(), self._leases.next_deadline())
+                     if d is not None]
         self._io_wakes_at = min(deadlines, default=float("inf"))
         if not deadlines:
             return None
         return max(0, int((self._io_wakes_at - time.monotonic()) * 1000) + 1)
 
-    def _accept(self, poller: select.poll) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    self._refuse_without_fds()
-                else:
-                    self._rate_log.warning("accept", "accept failed: %s", exc)
-                return
-            self._greet(poller, conn)
-
-    def _refuse_without_fds(self) -> None:
-        """Out of fds, the pending connection would keep the listener readable
-        and the loop spinning: spend the spare fd to accept and refuse it."""
-        os.close(self._spare_fd)
-        try:
-            conn, _ = self._listener.accept()
-            self._refuse(conn, "limit", _fd_limit_reason())
-        except OSError:
-            pass
-        finally:
-            self._spare_fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-
-    def _greet(self, poller: select.poll, conn: socket.socket) -> None:
-        conn.setblocking(False)
-        peer = fdpass.peer_credentials(conn)
-        if not self._access.admits(peer):
-            self._refuse(conn, "credentials", self._access.refusal(peer))
-            return
-        if len(self._subs) + len(self._handshakes) >= self._max_consumers:
-            self._refuse(conn, "limit", f"the producer serves its maximum of "
-                                        f"{self._max_consumers} consumers (max_consumers)")
-            return
-        if _open_fds() + _FD_HEADROOM > _fd_limit():
-            # Refuse before libzmq's I/O thread runs out of fds for the new pipe.
-            self._refuse(conn, "limit", _fd_limit_reason())
-            return
-        token = b"F" + secrets.token_bytes(15)  # a zmq routing id may not start with 0
+    def _hello(self, token: bytes) -> tuple[bytes, list[int]]:
+        """HELLO for a new peer, and the fds that go with it."""
         hello = protocol.HELLO.encode(
             protocol.VERSION, self._session, self.format.to_wire(), self._pool.table.to_wire(),
             self._dir.endpoint, token, int(self.lease_timeout * 1000))
-        try:
-            fdpass.send_with_fds(conn, hello, [*self._pool.fds, self._status.fd])
-        except OSError as exc:
-            log.info("handshake with pid %d failed: %s", peer.pid, exc)
-            conn.close()
-            return
-        self._handshakes[conn.fileno()] = _Handshake(
-            conn, peer, token, time.monotonic() + self._handshake_timeout)
-        poller.register(conn, _POLL_IN)
+        return hello, [*self._pool.fds, self._status.fd]
 
-    def _refuse(self, conn: socket.socket, code: str, reason: str) -> None:
-        self._counters["refused"] += 1
-        self._rate_log.warning(code, "refused a consumer: %s", reason)
-        try:
-            conn.send(protocol.REFUSE.encode(code, reason))
-        except OSError:
-            pass
-        conn.close()
-
-    def _on_attach(self, poller: select.poll, hs: _Handshake) -> None:
-        poller.unregister(hs.conn)
-        try:
-            # No fds are expected from a client: any it attaches are refused.
-            data, _ = fdpass.recv_with_fds(hs.conn, protocol.MAX_CONTROL_MESSAGE, 0)
-            if not data:
-                raise ProtocolError("closed the connection during the handshake")
-            role, name, policy, max_held, depth, channel = protocol.expect(
-                data, protocol.ATTACH, protocol.CONTROL, protocol.MAX_CONTROL_MESSAGE)
-        except (OSError, ProtocolError) as exc:
-            self._counters["errors"] += 1
-            self._refuse(hs.conn, "protocol", f"bad ATTACH: {exc}")
+    def _on_attach(self, poller: select.poll, a: Attach) -> None:
+        if a.role == "status":
+            send_quietly(a.conn, protocol.STATUS.encode(self._report()))
+            a.conn.close()
             return
-        if role == "status":
-            try:
-                hs.conn.send(protocol.STATUS.encode(self._report()))
-            except OSError:
-                pass
-            hs.conn.close()
-            return
-        problem = self._admission_problem(role, policy, max_held, depth, channel)
+        problem = self._admission_problem(a.role, a.policy, a.max_held, a.depth, a.channel)
         if problem:
-            self._refuse(hs.conn, *problem)
+            self._control.refuse(a.conn, *problem)
             return
-        sub = Subscriber(self._next_id, hs.token, name or f"pid{hs.peer.pid}", hs.peer,
-                         policy, max_held, max(depth, max_held), hs.conn, channel,
-                         connected=channel == SOCKET)
+        sub = Subscriber(self._next_id, a.token, a.name or f"pid{a.peer.pid}", a.peer, a.policy,
+                         a.max_held, max(a.depth, a.max_held), a.conn, a.channel,
+                         connected=a.channel == SOCKET)
         self._next_id += 1
         try:
-            hs.conn.send(protocol.ACCEPT.encode())
+            a.conn.send(protocol.ACCEPT.encode())
         except OSError:
-            hs.conn.close()
+            a.conn.close()
             return
         self._leases.add_holder(sub.id)
         self._subs[sub.token] = sub
-        self._conns[hs.conn.fileno()] = sub
-        poller.register(hs.conn, _POLL_IN)
+        self._conns[a.conn.fileno()] = sub
+        poller.register(a.conn, POLL_IN)
         log.info("consumer %r attached (pid %d, uid %d, %s, holds up to %d)",
-                 sub.name, sub.peer.pid, sub.peer.uid, policy, sub.quota)
+                 sub.name, sub.peer.pid, sub.peer.uid, a.policy, sub.quota)
 
     def _admission_problem(self, role: str, policy: str, max_held: int, depth: int,
                            channel: str) -> tuple[str, str] | None:
@@ -490,7 +397,7 @@ class Producer:
         # chose it as its bus channel; its EOF (whatever killed it) is how we
         # learn it is gone.
         try:
-            data = sub.conn.recv(protocol.MAX_CONTROL_MESSAGE) if mask & _POLL_IN else b""
+            data = sub.conn.recv(protocol.MAX_CONTROL_MESSAGE) if mask & POLL_IN else b""
         except BlockingIOError:
             return
         except OSError:
@@ -506,7 +413,7 @@ class Producer:
 
     def _drop(self, poller: select.poll, sub: Subscriber, why: str, bye: str | None = None) -> None:
         if bye is not None:
-            _send_quietly(sub.conn, protocol.BYE.encode(bye))
+            send_quietly(sub.conn, protocol.BYE.encode(bye))
         poller.unregister(sub.conn)
         del self._conns[sub.conn.fileno()]
         sub.conn.close()
@@ -573,16 +480,12 @@ class Producer:
         self._rate_log.warning(sub.name, "consumer %r: %s", sub.name, what)
         if sub.errors == _MAX_ERRORS:
             # Closing our end makes the I/O thread see it like any departure.
-            _send_quietly(sub.conn, protocol.BYE.encode(f"too many protocol errors: {what}"))
+            send_quietly(sub.conn, protocol.BYE.encode(f"too many protocol errors: {what}"))
             sub.conn.shutdown(socket.SHUT_RDWR)
 
     def _expire(self, poller: select.poll) -> None:
         now = time.monotonic()
-        for fd, hs in list(self._handshakes.items()):
-            if hs.deadline <= now:
-                del self._handshakes[fd]
-                poller.unregister(hs.conn)
-                self._refuse(hs.conn, "timeout", "no ATTACH within the handshake timeout")
+        self._control.expire(poller, now)
         revoked = self._leases.revoke_expired(now)
         if revoked:
             by_id = {sub.id: sub for sub in self._subs.values()}
@@ -591,9 +494,6 @@ class Producer:
                 by_id[lease.holder].revoked += 1
 
     def _hang_up_all(self, poller: select.poll) -> None:
-        for hs in self._handshakes.values():
-            self._refuse(hs.conn, "shutdown", self._bye_reason)
-        self._handshakes.clear()
         for sub in list(self._subs.values()):
             self._drop(poller, sub, "detached at shutdown", bye=self._bye_reason)
 
@@ -605,23 +505,11 @@ class Producer:
             "format": self.format.to_wire(), "buffers": len(self._pool),
             "free": self._leases.free_count(), "leased": self._leases.leased_count(),
             "uptime_s": uptime, "fps": self._counters["published"] / uptime,
-            "lease_timeout": self.lease_timeout, "max_consumers": self._max_consumers,
-            **self._counters,
+            "lease_timeout": self.lease_timeout, "max_consumers": self._control.max_consumers,
+            **self._counters, "refused": self._control.refused,
+            "errors": self._counters["errors"] + self._control.errors,
             "consumers": [s.report(self._leases.held(s.id), now) for s in self._subs.values()],
         }
-
-
-def _fd_limit() -> int:
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def _fd_limit_reason() -> str:
-    return (f"the producer is out of file descriptors (RLIMIT_NOFILE {_fd_limit()}, "
-            f"{_open_fds()} open); raise its limit (LimitNOFILE= in systemd)")
 
 
 def _drain_pipe(fd: int) -> None:
@@ -629,11 +517,4 @@ def _drain_pipe(fd: int) -> None:
         while os.read(fd, 4096):
             pass
     except BlockingIOError:
-        pass
-
-
-def _send_quietly(conn: socket.socket, data: bytes) -> None:
-    try:
-        conn.send(data)
-    except OSError:
         pass

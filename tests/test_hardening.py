@@ -194,6 +194,6 @@ def test_consume_reconnect_carries_on_across_a_producer_restart(sock, procs):
     first.wait(timeout=5)
     time.sleep(0.5)
     procs.producer(sock, fps=50)
-    assert consume.wait(timeout=30) == 0
+    assert consume.wait(timeout=30) == 0, consume.stderr.read()
     final = [json.loads(line) for line in consume.stdout.read().splitlines() if line.strip()][-1]
     assert final["final"] is True and final["frames"] >= 60

@@ -1,0 +1,210 @@
+"""The producer's end of the control socket: accepting peers and their handshakes.
+
+`ControlServer` owns the listening socket and every connection still in its
+handshake. It checks SO_PEERCRED and the connection limits before sending a
+byte, sends HELLO with the buffer fds, and reads ATTACH, handing the producer a
+checked `Attach`. What happens next (admission by quota, the consumer's life,
+its departure) is the producer's business.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import resource
+import select
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+from . import endpoint, protocol
+from .access import AccessPolicy
+from .errors import ProtocolError
+from .linux import fdpass
+from .linux.fdpass import Credentials
+from .ratelimit import RateLimitedLog
+
+log = logging.getLogger("framebus.producer")
+
+POLL_IN = select.POLLIN | select.POLLPRI
+_FD_HEADROOM = 16  # fds kept free: each consumer costs a control fd and a zmq pipe fd
+
+
+class Attach(NamedTuple):
+    """A peer that passed the credential check and sent a well-formed ATTACH."""
+
+    conn: socket.socket
+    peer: Credentials
+    token: bytes
+    role: str
+    name: str
+    policy: str
+    max_held: int
+    depth: int
+    channel: str
+
+
+@dataclass
+class _Handshake:
+    conn: socket.socket
+    peer: Credentials
+    token: bytes
+    deadline: float
+
+
+class ControlServer:
+    """Listens at `path` and runs handshakes up to ATTACH.
+
+    Args:
+        hello: makes the HELLO payload and the fds to attach for a new token.
+        attached: how many consumers the producer serves now.
+    """
+
+    def __init__(self, path: str, mode: int, group: int | None, access: AccessPolicy,
+                 hello: Callable[[bytes], tuple[bytes, list[int]]], attached: Callable[[], int],
+                 max_consumers: int, handshake_timeout: float, rate_log: RateLimitedLog) -> None:
+        self.path = path
+        self.access = access
+        self.max_consumers = max_consumers
+        self.refused = 0
+        self.errors = 0
+        self._hello = hello
+        self._attached = attached
+        self._timeout = handshake_timeout
+        self._rate_log = rate_log
+        self._handshakes: dict[int, _Handshake] = {}
+        self._listener = endpoint.listen(path, mode, group)
+        self._inode = os.lstat(path).st_ino
+        self._spare_fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+
+    def fileno(self) -> int:
+        return self._listener.fileno()
+
+    def owns(self, fd: int) -> bool:
+        """Whether `fd` is a connection in its handshake."""
+        return fd in self._handshakes
+
+    def next_deadline(self) -> float | None:
+        return min((h.deadline for h in self._handshakes.values()), default=None)
+
+    def accept(self, poller: select.poll) -> None:
+        """Greet every peer waiting on the listener."""
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self._refuse_without_fds()
+                else:
+                    self._rate_log.warning("accept", "accept failed: %s", exc)
+                return
+            self._greet(poller, conn)
+
+    def _refuse_without_fds(self) -> None:
+        """Out of fds, the pending connection would keep the listener readable
+        and the loop spinning: spend the spare fd to accept and refuse it."""
+        os.close(self._spare_fd)
+        try:
+            conn, _ = self._listener.accept()
+            self.refuse(conn, "limit", _fd_limit_reason())
+        except OSError:
+            pass
+        finally:
+            self._spare_fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+
+    def _greet(self, poller: select.poll, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        peer = fdpass.peer_credentials(conn)
+        if not self.access.admits(peer):
+            self.refuse(conn, "credentials", self.access.refusal(peer))
+            return
+        if self._attached() + len(self._handshakes) >= self.max_consumers:
+            self.refuse(conn, "limit", f"the producer serves its maximum of "
+                                       f"{self.max_consumers} consumers (max_consumers)")
+            return
+        if _open_fds() + _FD_HEADROOM > _fd_limit():
+            # Refuse before libzmq's I/O thread runs out of fds for the new pipe.
+            self.refuse(conn, "limit", _fd_limit_reason())
+            return
+        token = b"F" + os.urandom(15)  # a zmq routing id may not start with 0
+        hello, fds = self._hello(token)
+        try:
+            fdpass.send_with_fds(conn, hello, fds)
+        except OSError as exc:
+            log.info("handshake with pid %d failed: %s", peer.pid, exc)
+            conn.close()
+            return
+        self._handshakes[conn.fileno()] = _Handshake(conn, peer, token,
+                                                     time.monotonic() + self._timeout)
+        poller.register(conn, POLL_IN)
+
+    def finish(self, poller: select.poll, fd: int) -> Attach | None:
+        """Read the ATTACH on connection `fd`; None (and the peer refused) if
+        it is anything else. The caller owns the returned connection."""
+        hs = self._handshakes.pop(fd)
+        poller.unregister(hs.conn)
+        try:
+            # No fds are expected from a client: any it attaches are refused.
+            data, _ = fdpass.recv_with_fds(hs.conn, protocol.MAX_CONTROL_MESSAGE, 0)
+            if not data:
+                raise ProtocolError("closed the connection during the handshake")
+            fields = protocol.expect(data, protocol.ATTACH, protocol.CONTROL,
+                                     protocol.MAX_CONTROL_MESSAGE)
+        except (OSError, ProtocolError) as exc:
+            self.errors += 1
+            self.refuse(hs.conn, "protocol", f"bad ATTACH: {exc}")
+            return None
+        return Attach(hs.conn, hs.peer, hs.token, *fields)
+
+    def refuse(self, conn: socket.socket, code: str, reason: str) -> None:
+        """Tell the peer why (REFUSE) and hang up."""
+        self.refused += 1
+        self._rate_log.warning(code, "refused a consumer: %s", reason)
+        send_quietly(conn, protocol.REFUSE.encode(code, reason))
+        conn.close()
+
+    def expire(self, poller: select.poll, now: float) -> None:
+        """Refuse every peer whose handshake has outlived its deadline."""
+        for fd, hs in list(self._handshakes.items()):
+            if hs.deadline <= now:
+                del self._handshakes[fd]
+                poller.unregister(hs.conn)
+                self.refuse(hs.conn, "timeout", "no ATTACH within the handshake timeout")
+
+    def close(self, reason: str) -> None:
+        """Refuse the peers still in their handshake, stop listening, remove
+        the socket file (if it is still ours); safe twice."""
+        for hs in self._handshakes.values():
+            self.refuse(hs.conn, "shutdown", reason)
+        self._handshakes.clear()
+        if self._spare_fd >= 0:
+            os.close(self._spare_fd)
+            self._spare_fd = -1
+        if self._listener.fileno() >= 0:
+            self._listener.close()
+            endpoint.unlink_if_ours(self.path, self._inode)
+
+
+def send_quietly(conn: socket.socket, data: bytes) -> None:
+    """Send on a non-blocking socket, ignoring a peer that has gone or is not reading."""
+    try:
+        conn.send(data)
+    except OSError:
+        pass
+
+
+def _fd_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _fd_limit_reason() -> str:
+    return (f"the producer is out of file descriptors (RLIMIT_NOFILE {_fd_limit()}, "
+            f"{_open_fds()} open); raise its limit (LimitNOFILE= in systemd)")
