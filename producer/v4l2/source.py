@@ -21,13 +21,14 @@ Opening a source opens the device, negotiates the format
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import threading
 
 from framebus import BufferPool, FramebusError, FrameFormat, Producer
 
 from .capture import STOPPED, UNPLUGGED, Capture, CaptureStats
-from .device import Device
+from .device import Device, busy_message
 from .devices import list_devices
 from .negotiate import negotiate
 from .queues import BufferQueue, CopyQueue, UserptrRefused, make_queue
@@ -106,6 +107,9 @@ class V4L2Source:
             self._release_device()
             bus.close(f"camera error: {exc}")
             raise
+        except BaseException:
+            self._release_device()  # before the bus unmaps what the driver writes into
+            raise
         self._release_device()  # the driver lets go of the bus's memory before the bus does
         log.info("%s: %s; %s, %d bytes copied", self.path, self.stats.summary(), self.strategy,
                  self.bytes_copied)
@@ -129,9 +133,15 @@ class V4L2Source:
             info = next(iter(list_devices([self.path])), None)
             if info is None:
                 raise FramebusError(f"{self.path} is not a video capture device")
+            if info.error and info.error.startswith("EBUSY"):
+                raise FramebusError(busy_message(self.path))
             strategy, reason = choose(info, self.memory)
             log.info("%s (%s, %s): %s", self.path, dev.card, dev.driver, reason)
             self._queue = make_queue(strategy, dev, self.format, self._buffers)
+        except OSError as exc:
+            dev.close()
+            raise FramebusError(f"{self.path}: setting up the camera failed: {exc.strerror} "
+                                f"({errno.errorcode.get(exc.errno or 0, exc.errno)})") from None
         except BaseException:
             dev.close()
             raise
