@@ -54,6 +54,9 @@ class V4L2Source:
         on_unplug: ``exit`` or ``wait`` (for the camera to come back).
     """
 
+    #: the stream's format as the driver set it (bytesperline, sizeimage included)
+    format: FrameFormat
+
     def __init__(self, path: str, want: FrameFormat, fps: float, *, memory: str = "auto",
                  buffers: int = 8, on_unplug: str = "exit") -> None:
         if on_unplug not in ("exit", "wait"):
