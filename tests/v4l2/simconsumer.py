@@ -76,13 +76,6 @@ def main() -> None:
             except framebus.ProducerGone as exc:
                 report["gone"] = {"reason": exc.reason, "clean": exc.clean}
                 break
-            except ConnectionResetError:
-                # Consumer._reattach lets ECONNRESET through when it connects
-                # to a closing producer's listener; reported, retried here.
-                if args.sessions < 2:
-                    raise
-                report["resets"] = int(report.get("resets", 0)) + 1
-                continue
             per_session: list[int] = report["per_session"]  # type: ignore[assignment]
             while len(per_session) < cam.sessions:
                 per_session.append(0)
