@@ -15,7 +15,7 @@ from types import FrameType
 from framebus import FramebusError, FrameFormat, Producer
 
 from . import config
-from .source import Source
+from .source import RESTART, STOPPED, UNPLUGGED, Source
 from .synthetic import SyntheticSource
 
 log = logging.getLogger("framebus.daemon")
@@ -32,7 +32,11 @@ def open_source(spec: str, fmt: FrameFormat, fps: float, args: argparse.Namespac
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve frames from the chosen source until a signal arrives."""
+    """Serve frames from the chosen source until a signal arrives.
+
+    Exit status 0 after SIGINT/SIGTERM, 1 if the source went away for good
+    (so a service manager can restart the daemon).
+    """
     defaults = config.Settings(tuple(args.allow_uid), tuple(args.allow_gid),
                                args.lease_timeout, args.max_consumers)
     settings = config.load(args.config, defaults)
@@ -48,41 +52,54 @@ def run(args: argparse.Namespace) -> int:
         fmt = FrameFormat(args.width, args.height, args.format)
         source = open_source(args.source, fmt, args.fps, args)
         try:
-            with Producer(args.socket, source.format, args.buffers, pool=source.pool(),
-                          reserve=source.reserve, lease_timeout=settings.lease_timeout,
-                          mode=int(args.mode, 8), group=args.group,
-                          allow_uids=settings.allow_uids, allow_gids=settings.allow_gids,
-                          max_consumers=settings.max_consumers) as bus:
-                reloader = threading.Thread(target=_reload_on_hup, name="framebus-reload",
-                                            args=(bus, args.config, defaults, stop, reload))
-                reloader.start()
-                log.info("serving %s %dx%d at %s on %s", source.format.pixel_format,
-                         source.format.width, source.format.height,
-                         f"{args.fps:g} fps" if args.fps else "full speed", args.socket)
-                try:
-                    source.run(bus, stop)
-                finally:
-                    stop.set()
-                    reload.set()
-                    reloader.join()
-                stats = bus.stats()
-                bus.close("producer stopped by signal" if stop.is_set() else "source ended")
+            while True:  # a new bus each time the source comes back with new buffers
+                outcome = _serve(source, args, settings, defaults, stop, reload)
+                if outcome != RESTART or stop.is_set():
+                    break
+                settings = config.load(args.config, defaults)
         finally:
             source.close()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    log.info("published %d frames, %d leases revoked, %d reclaimed",
+    return 1 if outcome == UNPLUGGED else 0
+
+
+def _serve(source: Source, args: argparse.Namespace, settings: config.Settings,
+           defaults: config.Settings, stop: threading.Event, reload: threading.Event) -> str:
+    """One bus over the source's current buffers, until the source returns."""
+    with Producer(args.socket, source.format, args.buffers, pool=source.pool(),
+                  reserve=source.reserve, lease_timeout=settings.lease_timeout,
+                  mode=int(args.mode, 8), group=args.group,
+                  allow_uids=settings.allow_uids, allow_gids=settings.allow_gids,
+                  max_consumers=settings.max_consumers) as bus:
+        done = threading.Event()
+        reloader = threading.Thread(target=_reload_on_hup, name="framebus-reload",
+                                    args=(bus, args.config, defaults, done, reload))
+        reloader.start()
+        log.info("serving %s %dx%d at %s on %s", source.format.pixel_format,
+                 source.format.width, source.format.height,
+                 f"{args.fps:g} fps" if args.fps else "full speed", args.socket)
+        try:
+            outcome = source.run(bus, stop)
+        finally:
+            done.set()
+            reload.set()  # wake the reloader so it sees `done`
+            reloader.join()
+        stats = bus.stats()
+        # A source that went away has already told the consumers why.
+        bus.close("producer stopped by signal" if outcome == STOPPED else "source ended")
+    log.info("%s: published %d frames, %d leases revoked, %d reclaimed", outcome,
              stats["published"], stats["revoked"], stats["reclaimed"])
-    return 0
+    return outcome
 
 
 def _reload_on_hup(bus: Producer, path: str | None, defaults: config.Settings,
-                   stop: threading.Event, reload: threading.Event) -> None:
+                   done: threading.Event, reload: threading.Event) -> None:
     while True:
         reload.wait()
         reload.clear()
-        if stop.is_set():
+        if done.is_set():
             return
         try:
             settings = config.load(path, defaults)

@@ -7,6 +7,11 @@ from typing import Protocol
 
 from framebus import BufferPool, FrameFormat, Producer
 
+#: How `Source.run()` ended.
+STOPPED = "stopped"  # `stop` was set
+UNPLUGGED = "unplugged"  # the source went away; it closed the bus saying why
+RESTART = "restart"  # it went away and came back with new buffers: serve a new bus
+
 
 class Source(Protocol):
     """Fills the bus's buffers: a test pattern, a camera, a decoder...
@@ -24,8 +29,9 @@ class Source(Protocol):
     def pool(self) -> BufferPool | None:
         """Buffers the source brings, or None for the bus's own memfds."""
 
-    def run(self, bus: Producer, stop: threading.Event) -> None:
-        """Publish frames until `stop` is set (or the source ends)."""
+    def run(self, bus: Producer, stop: threading.Event) -> str:
+        """Publish frames until `stop` is set or the source ends; returns
+        `STOPPED`, `UNPLUGGED` or `RESTART`."""
 
     def close(self) -> None:
         """Free whatever the source holds; safe twice."""

@@ -21,6 +21,8 @@ from numpy.lib.stride_tricks import as_strided
 
 from framebus import Buffer, BufferPool, FramebusError, FrameFormat, Producer, Timeout
 
+from .source import STOPPED
+
 log = logging.getLogger("framebus.synthetic")
 
 _ROW_STEP = 2
@@ -99,7 +101,7 @@ class SyntheticSource:
     def pool(self) -> BufferPool | None:
         return None
 
-    def run(self, bus: Producer, stop: threading.Event) -> None:
+    def run(self, bus: Producer, stop: threading.Event) -> str:
         period = 1.0 / self.fps if self.fps else 0.0
         next_at = time.monotonic()
         while not stop.is_set():
@@ -109,6 +111,7 @@ class SyntheticSource:
                     break
                 next_at = max(next_at + period, time.monotonic() - period)
             self.publish_one(bus, timeout=max(period, 0.1))
+        return STOPPED
 
     def publish_one(self, bus: Producer, timeout: float = 1.0) -> int | None:
         """Draw and publish one frame; None if no buffer was free in time (a

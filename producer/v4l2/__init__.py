@@ -1,7 +1,8 @@
-"""The V4L2 camera source: device discovery now, capture on top of it next.
+"""The V4L2 camera source: device discovery and capture into the bus.
 
 Built on the raw kernel layer in ``framebus.linux`` (``ioctl``, ``videodev2``,
-``dma_buf``).
+``dma_buf``). `V4L2Source` is imported on demand (``producer.v4l2.source``) so
+that listing devices stays light.
 """
 
 from producer.v4l2.devices import DeviceInfo, format_devices, list_devices

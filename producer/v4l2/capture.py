@@ -31,15 +31,14 @@ from framebus import FramebusError, Producer
 from framebus.linux import videodev2 as v
 from framebus.ratelimit import RateLimitedLog
 
+from ..source import STOPPED, UNPLUGGED
 from .device import Device, VideoBuffer
 from .queues import BufferQueue
 
-__all__ = ["Capture", "CaptureStats", "STOPPED", "UNPLUGGED", "MAX_RESTARTS"]
+__all__ = ["Capture", "CaptureStats", "MAX_RESTARTS"]
 
 log = logging.getLogger("framebus.v4l2")
 
-STOPPED = "stopped"
-UNPLUGGED = "unplugged"
 #: EIO restarts allowed within a minute before the camera is given up on
 MAX_RESTARTS = 3
 

@@ -27,7 +27,8 @@ import threading
 
 from framebus import BufferPool, FramebusError, FrameFormat, Producer
 
-from .capture import STOPPED, UNPLUGGED, Capture, CaptureStats
+from ..source import RESTART, STOPPED, UNPLUGGED
+from .capture import Capture, CaptureStats
 from .device import Device, busy_message
 from .devices import list_devices
 from .negotiate import negotiate
@@ -38,7 +39,6 @@ __all__ = ["V4L2Source", "STOPPED", "UNPLUGGED", "RESTART"]
 
 log = logging.getLogger("framebus.v4l2")
 
-RESTART = "restart"
 _REOPEN_EVERY = 0.25  # seconds between looks for an unplugged camera
 
 

@@ -6,10 +6,6 @@ prints JSON lines. Scenarios:
 ``negotiate PATH FOURCC WIDTH HEIGHT FPS``
     `negotiate()` alone: the `FrameFormat` and rate the driver set, or the
     refusal's message.
-``serve --socket S --device PATH ...``
-    a producer loop that recreates the bus whenever `run()` answers
-    ``restart`` (the loop the daemon needs for ``--on-unplug wait``); one
-    JSON line per run, until SIGTERM or an outcome other than ``restart``.
 ``leaks PATH``
     open, stream briefly and close sources along every ending (stop, unplug,
     EBUSY, refusal) and report the fds, threads and mappings left behind.
@@ -17,11 +13,9 @@ prints JSON lines. Scenarios:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -33,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 from framebus import FramebusError, FrameFormat, Producer  # noqa: E402
 from producer.v4l2.device import Device  # noqa: E402
 from producer.v4l2.negotiate import negotiate  # noqa: E402
-from producer.v4l2.source import RESTART, V4L2Source  # noqa: E402
+from producer.v4l2.source import V4L2Source  # noqa: E402
 
 
 def say(**fields: object) -> None:
@@ -49,36 +43,6 @@ def scenario_negotiate(path: str, fourcc: str, width: str, height: str, fps: str
         say(error=str(exc))
     finally:
         dev.close()
-
-
-def scenario_serve(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--socket", required=True)
-    parser.add_argument("--device", required=True)
-    parser.add_argument("--format", default="YUYV")
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--fps", type=float, default=100)
-    parser.add_argument("--memory", default="auto")
-    parser.add_argument("--buffers", type=int, default=6)
-    args = parser.parse_args(argv)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    source = V4L2Source(args.device, FrameFormat(args.width, args.height, args.format), args.fps,
-                        memory=args.memory, buffers=args.buffers, on_unplug="wait")
-    try:
-        runs = 0
-        while True:
-            runs += 1
-            with Producer(args.socket, source.format, args.buffers, pool=source.pool(),
-                          reserve=source.reserve) as bus:
-                outcome = source.run(bus, stop)
-            say(run=runs, outcome=outcome, strategy=source.strategy,
-                frames=source.stats.frames, bytes_copied=source.bytes_copied)
-            if outcome != RESTART or stop.is_set():
-                break
-    finally:
-        source.close()
 
 
 def _resources() -> dict[str, int]:
@@ -141,8 +105,6 @@ def main() -> None:
     scenario, *rest = sys.argv[1:]
     if scenario == "negotiate":
         scenario_negotiate(*rest)
-    elif scenario == "serve":
-        scenario_serve(rest)
     elif scenario == "leaks":
         scenario_leaks(*rest)
     else:
