@@ -19,6 +19,7 @@ from benchmarks.harness import CellError, run_cell
 from benchmarks.transports.base import Transport
 from benchmarks.workload import ALL_PHASES, FLAT, PACED, CellSpec, FrameSpec, Timing, parse_size
 
+BACKGROUND_LIMIT = 10  # % of the CPUs used by other processes during a cell: noted as perturbed
 SETTLE = 0.1  # s of quiet between cells, so one cell's teardown does not hit the next
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -191,6 +192,12 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         print("\ninterrupted: every process and segment was cleaned up; writing what was measured", file=sys.stderr)
 
     rows = stats.medians(records)
+    busy = sorted({(r["transport"], r["size"], r["consumers"], r["mode"]) for r in rows
+                   if (r.get("background_cpu_pct") or 0) > BACKGROUND_LIMIT})
+    if busy:
+        notes.append(f"{len(busy)} cell(s) ran while other processes used > {BACKGROUND_LIMIT}% of the CPUs "
+                     f"(figures perturbed; see background_cpu_pct in the JSON): "
+                     + ", ".join(f"{t} {s} x{n} {m}" for t, s, n, m in busy[:8]) + (" …" if len(busy) > 8 else ""))
     doc: dict[str, Any] = {
         "preset": preset,
         "command": "framebus bench " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -61,6 +61,20 @@ def _cpu_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID)
 
 
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole machine has been busy (all processes, all CPUs)."""
+    t = psutil.cpu_times()
+    idle = t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0)
+    guest = getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)  # already in user
+    return sum(t) - idle - 2 * guest
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (the cells' processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _memory() -> dict[str, int]:
     """Peak RSS over the process's life and its USS now (end of the last window)."""
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -293,10 +307,12 @@ def _gather(results: Any, procs: dict[Key, Any], kind: str, want: set[Key], dead
 
 
 def run_cell(spec: CellSpec, transport_cls: type[Transport], profile_dir: str | None = None) -> dict[str, Any]:
-    """Run ``spec`` for ``transport_cls``: the raw per-process figures of every phase.
+    """Run ``spec`` for ``transport_cls``: the raw per-process figures of every phase,
+    plus how busy other processes kept the machine meanwhile (``background_cpu_pct``).
 
     Raises :class:`CellError` if the cell could not be measured, and lets
     KeyboardInterrupt through; either way after cleaning everything up."""
+    busy0, own0, wall0 = _busy_cpu_s(), _own_cpu_s(), time.monotonic()
     workdir = tempfile.mkdtemp(prefix="fbbench-")
     tag = f"{os.getpid()}x{next(_cells)}"
     ctl = CTX.RawArray("q", 4)
@@ -331,7 +347,7 @@ def run_cell(spec: CellSpec, transport_cls: type[Transport], profile_dir: str | 
         got = _gather(
             results, procs, "result", consumers | {("producer", 0)}, time.monotonic() + span + FINISH_MARGIN
         )
-        return {
+        raw = {
             "producer": got[("producer", 0)],
             "consumers": [got[("consumer", i)] for i in range(spec.consumers)],
         }
@@ -347,3 +363,7 @@ def run_cell(spec: CellSpec, transport_cls: type[Transport], profile_dir: str | 
             results.close()
             shutil.rmtree(workdir, ignore_errors=True)
             signal.pthread_sigmask(signal.SIG_SETMASK, masked)
+    # What other processes used meanwhile: the cell's figures are perturbed if much.
+    foreign = (_busy_cpu_s() - busy0) - (_own_cpu_s() - own0)
+    raw["background_cpu_pct"] = round(max(0.0, 100 * foreign / ((time.monotonic() - wall0) * (os.cpu_count() or 1))), 1)
+    return raw

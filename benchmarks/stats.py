@@ -57,6 +57,7 @@ def phase_records(spec: CellSpec, raw: dict[str, Any]) -> list[dict[str, Any]]:
                 "producer_uss_mb": round(prod_mem["uss"] / _MB, 1),
                 "consumer_peak_rss_mb": round(max(m["peak_rss"] for m in cons_mem) / _MB, 1),
                 "consumer_uss_mb": round(max(m["uss"] for m in cons_mem) / _MB, 1),
+                "background_cpu_pct": raw.get("background_cpu_pct"),
             }
         )
     return out
