@@ -10,13 +10,14 @@ import importlib
 
 from benchmarks.transports.base import Transport
 
-#: name -> (module, optional)
+#: name -> ("module:class", optional)
 REGISTRY: dict[str, tuple[str, bool]] = {
-    "framebus": ("benchmarks.transports.framebus_bus", False),
-    "pyzmq": ("benchmarks.transports.zmq_copy", False),
-    "mpqueue": ("benchmarks.transports.mp_queue", False),
-    "shmring": ("benchmarks.transports.shm_ring", False),
-    "iceoryx2": ("benchmarks.transports.iox2", True),
+    "framebus": ("benchmarks.transports.framebus_bus:Framebus", False),
+    "framebus-socket": ("benchmarks.transports.framebus_bus:FramebusSocket", True),
+    "pyzmq": ("benchmarks.transports.zmq_copy:PyZmq", False),
+    "mpqueue": ("benchmarks.transports.mp_queue:MpQueue", False),
+    "shmring": ("benchmarks.transports.shm_ring:ShmRing", False),
+    "iceoryx2": ("benchmarks.transports.iox2:Iceoryx2", True),
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 
@@ -27,6 +28,7 @@ def is_optional(name: str) -> bool:
 
 def load(name: str) -> type[Transport]:
     """The transport class; raises ImportError (with the reason) if it cannot run here."""
-    module = importlib.import_module(REGISTRY[name][0])
-    cls: type[Transport] = module.TRANSPORT
+    module_name, _, class_name = REGISTRY[name][0].partition(":")
+    cls: type[Transport] = getattr(importlib.import_module(module_name), class_name)
+    cls.check()
     return cls

@@ -85,6 +85,10 @@ class Transport(ABC):
     def __init__(self, setup: Setup) -> None:
         self.setup = setup
 
+    @classmethod
+    def check(cls) -> None:
+        """Raise ImportError (saying why) if this transport cannot run here."""
+
     @abstractmethod
     def producer(self) -> ProducerSide: ...
 

@@ -5,12 +5,17 @@ read-only. Capture case: a camera's buffer *is* a bus buffer (V4L2 USERPTR into
 the memfds), so there is nothing to copy in, just the stamp to write.
 Lossy (paced) mode: a live producer and consumers with policy ``latest``.
 Lossless (flat-out) mode: a producer that is not live (``live=False``: it waits
-for full consumers) and consumers with policy ``queue``, depth QUEUE_DEPTH."""
+for full consumers) and consumers with policy ``queue``, depth QUEUE_DEPTH.
+``framebus`` uses the consumer's default bus channel; ``framebus-socket`` asks
+for ``channel="socket"`` (FRAME/CREDIT/RELEASE over the control socket instead
+of zmq), where the installed framebus has it."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -54,11 +59,11 @@ class _Producer(ProducerSide):
 
 
 class _Consumer(ConsumerSide):
-    def __init__(self, setup: Setup, index: int) -> None:
+    def __init__(self, setup: Setup, index: int, options: dict[str, Any]) -> None:
         _quiet()
         policy = "queue" if setup.lossless else "latest"
         self.cam = framebus.Consumer(_path(setup), name=f"bench{index}", policy=policy,
-                                     max_held=MAX_HELD, depth=QUEUE_DEPTH)
+                                     max_held=MAX_HELD, depth=QUEUE_DEPTH, **options)
         self.frame: framebus.Frame | None = None
 
     def receive(self, timeout: float) -> Received | None:
@@ -83,12 +88,25 @@ class Framebus(Transport):
     name = "framebus"
     describe = "framebus memfd buffers, FRAME/CREDIT/RELEASE over zmq; latest (paced) / queue depth 2 (flat)"
     maps_capture = True
+    #: extra keyword arguments for framebus.Consumer
+    consumer_options: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def check(cls) -> None:
+        accepted = inspect.signature(framebus.Consumer).parameters
+        missing = [k for k in cls.consumer_options if k not in accepted]
+        if missing:
+            raise ImportError(f"this framebus's Consumer has no {', '.join(missing)} option")
 
     def producer(self) -> ProducerSide:
         return _Producer(self.setup)
 
     def consumer(self, index: int) -> ConsumerSide:
-        return _Consumer(self.setup, index)
+        return _Consumer(self.setup, index, self.consumer_options)
 
 
-TRANSPORT = Framebus
+class FramebusSocket(Framebus):
+    name = "framebus-socket"
+    describe = "framebus as above, consumers with channel='socket' (bus messages over the control socket)"
+    consumer_options = {"channel": "socket"}
+

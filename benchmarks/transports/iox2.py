@@ -155,5 +155,3 @@ class Iceoryx2(Transport):
             except FileNotFoundError:
                 pass
 
-
-TRANSPORT = Iceoryx2

@@ -56,5 +56,3 @@ class MpQueue(Transport):
     def cleanup(self) -> None:
         self.fanout.close()
 
-
-TRANSPORT = MpQueue

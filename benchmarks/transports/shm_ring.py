@@ -91,5 +91,3 @@ class ShmRing(Transport):
             except FileNotFoundError:
                 pass
 
-
-TRANSPORT = ShmRing

@@ -92,5 +92,3 @@ class PyZmq(Transport):
     def consumer(self, index: int) -> ConsumerSide:
         return _Consumer(self.setup, index)
 
-
-TRANSPORT = PyZmq
