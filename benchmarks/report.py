@@ -165,9 +165,17 @@ LEGEND = """\
 
 
 def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
-    """The framebus issue's targets, checked on this run: (target, met?, evidence)."""
+    """The framebus issue's targets, checked on this run for each framebus variant:
+    (target, met?, evidence)."""
+    out = []
+    for name in ("framebus", "framebus-socket"):
+        out += _targets_for(rows, name)
+    return out
+
+
+def _targets_for(rows: list[dict[str, Any]], name: str) -> list[tuple[str, bool | None, str]]:
     idx = _index(rows)
-    fb = [r for r in rows if r["transport"] == "framebus"]
+    fb = [r for r in rows if r["transport"] == name]
     out: list[tuple[str, bool | None, str]] = []
     if not fb:
         return out
@@ -175,32 +183,32 @@ def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
     if paced:
         worst50 = max(paced, key=lambda r: r["latency_p50_us"])
         worst99 = max(paced, key=lambda r: r["latency_p99_us"])
-        out.append(("framebus p50 ≤ 30 µs at every size", worst50["latency_p50_us"] <= 30,
+        out.append((f"{name} p50 ≤ 30 µs at every size", worst50["latency_p50_us"] <= 30,
                     f"worst p50 {worst50['latency_p50_us']} µs ({worst50['size']}, {worst50['consumers']} cons, {worst50['case']})"))
-        out.append(("framebus p99 ≤ 150 µs at every size", worst99["latency_p99_us"] <= 150,
+        out.append((f"{name} p99 ≤ 150 µs at every size", worst99["latency_p99_us"] <= 150,
                     f"worst p99 {worst99['latency_p99_us']} µs ({worst99['size']}, {worst99['consumers']} cons, {worst99['case']})"))
     ratios = []
     for r in paced:
-        small = idx.get(("framebus", "64x64", r["consumers"], r["case"], PACED))
+        small = idx.get((name, "64x64", r["consumers"], r["case"], PACED))
         if r["size"] == "3840x2160" and small and small["latency_p50_us"]:
             ratios.append((r["latency_p50_us"] / small["latency_p50_us"], r))
     if ratios:
         worst, r = max(ratios, key=lambda x: x[0])
-        out.append(("framebus 4K p50 ≤ 1.2× 64×64 p50", worst <= 1.2, f"worst ratio {worst:.2f} ({r['consumers']} cons, {r['case']})"))
+        out.append((f"{name} 4K p50 ≤ 1.2× 64×64 p50", worst <= 1.2, f"worst ratio {worst:.2f} ({r['consumers']} cons, {r['case']})"))
     for other in ("pyzmq", "mpqueue"):
         for case in (INPLACE, CAPTURE):
-            a, b = idx.get(("framebus", "3840x2160", 4, case, FLAT)), idx.get((other, "3840x2160", 4, case, FLAT))
+            a, b = idx.get((name, "3840x2160", 4, case, FLAT)), idx.get((other, "3840x2160", 4, case, FLAT))
             if a and b and a["fps_per_consumer"] is not None and b["fps_per_consumer"] is not None:
                 fa, fb_ = a["fps_per_consumer"], b["fps_per_consumer"]
                 ratio = fa / fb_ if fb_ else float("inf")
                 why = f"{fa:.0f} vs {fb_:.1f} fps = {ratio:.0f}×" if fb_ else f"{fa:.0f} fps vs no {other} frame in the window"
-                out.append((f"4K, 4 consumers, {case}: framebus fps ≥ 30× {other}", ratio >= 30, why))
+                out.append((f"4K, 4 consumers, {case}: {name} fps ≥ 30× {other}", ratio >= 30, why))
     for mode in (PACED, FLAT):
         cpu = [r for r in fb if r["mode"] == mode and r["cpu_us_per_frame"] is not None]
         if not cpu:
             continue
         hi, lo = max(r["cpu_us_per_frame"] for r in cpu), min(r["cpu_us_per_frame"] for r in cpu)
-        out.append((f"framebus CPU/frame ≤ 30 µs ({mode})", hi <= 30, f"{lo:.0f}–{hi:.0f} µs per consumer-frame"))
+        out.append((f"{name} CPU/frame ≤ 30 µs ({mode})", hi <= 30, f"{lo:.0f}–{hi:.0f} µs per consumer-frame"))
         by_cell: dict[tuple, dict[str, float]] = {}
         for r in cpu:
             by_cell.setdefault((r["consumers"], r["case"]), {})[r["size"]] = r["cpu_us_per_frame"]
@@ -208,15 +216,15 @@ def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]:
         if spreads:
             worst, (n, case), v = max(spreads, key=lambda x: x[0])
             detail = ", ".join(f"{size} {us:.0f}" for size, us in v.items())
-            out.append((f"framebus CPU/frame flat in frame size ({mode}, max/min ≤ 1.5)", worst <= 1.5,
+            out.append((f"{name} CPU/frame flat in frame size ({mode}, max/min ≤ 1.5)", worst <= 1.5,
                         f"worst {worst:.2f}× at {n} cons {case}: {detail} µs"))
     for case, factor in ((CAPTURE, 1.0), (INPLACE, 1.5)):
         for n in sorted({r["consumers"] for r in fb}):
-            a, b = idx.get(("framebus", "1920x1080", n, case, PACED)), idx.get(("iceoryx2", "1920x1080", n, case, PACED))
+            a, b = idx.get((name, "1920x1080", n, case, PACED)), idx.get(("iceoryx2", "1920x1080", n, case, PACED))
             if a and b and a["latency_p50_us"] and b["latency_p50_us"]:
                 ok = a["latency_p50_us"] < b["latency_p50_us"] if factor == 1.0 else a["latency_p50_us"] <= factor * b["latency_p50_us"]
                 what = "lower than" if factor == 1.0 else "within 1.5× of"
-                out.append((f"1080p {case}, {n} cons: framebus p50 {what} iceoryx2", ok,
+                out.append((f"1080p {case}, {n} cons: {name} p50 {what} iceoryx2", ok,
                             f"{a['latency_p50_us']} vs {b['latency_p50_us']} µs"))
     return out
 
