@@ -26,7 +26,7 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 #: name -> (sizes, consumer counts, repetitions, timing)
 PRESETS: dict[str, tuple[str, str, int, Timing]] = {
     "full": ("64x64,640x480,1920x1080,3840x2160", "1,2,4,8", 3, Timing(duration=1.0, warmup=0.2, gap=0.1)),
-    "quick": ("64x64,1920x1080,3840x2160", "1,4", 1, Timing(duration=0.4, warmup=0.15, gap=0.05)),
+    "quick": ("64x64,1920x1080,3840x2160", "1,4", 1, Timing(duration=0.35, warmup=0.1, gap=0.05)),
     "smoke": ("64x64", "2", 1, Timing(duration=0.03, warmup=0.02, gap=0.01, rate=200.0, wait=0.01)),
 }
 
