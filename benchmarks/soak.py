@@ -77,9 +77,23 @@ class Member:
     fate: str = "running"
 
 
-def _producer_figures(pid: int) -> dict[str, float]:
+def _producer_figures(pid: int) -> dict[str, Any]:
     p = psutil.Process(pid)
     return {"fds": p.num_fds(), "threads": p.num_threads(), "rss_mb": p.memory_info().rss / 2**20}
+
+
+def _fd_kinds(pid: int) -> dict[str, int]:
+    """The producer's open fds by what they are (socket, memfd, eventfd, ...)."""
+    kinds: dict[str, int] = {}
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        kind = target.split(":", 1)[0] if ":" in target else target
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 def _hostile(sock: str, rng: random.Random) -> None:
@@ -123,6 +137,7 @@ class Soak:
             time.sleep(0.05)
         time.sleep(2)
         start = _producer_figures(self.producer.pid)
+        start_fds = _fd_kinds(self.producer.pid)
         samples = [{"t_s": 0, **start}]
         began = time.monotonic()
         end = began + a.minutes * 60
@@ -141,9 +156,14 @@ class Soak:
             for m in list(self.members):
                 self._leave(m, signal.SIGTERM, "left at the end")
             self._reap(timeout=10)
-        time.sleep(1.0)  # the producer notices the last departures
+        # Sample once the producer has seen the last departure.
+        settle = time.monotonic() + 10
+        while query_status(self.sock)["consumers"] and time.monotonic() < settle:
+            time.sleep(0.2)
+        time.sleep(0.5)
         status = query_status(self.sock)
         finish = _producer_figures(self.producer.pid)
+        finish_fds = _fd_kinds(self.producer.pid)
         self.producer.send_signal(signal.SIGTERM)
         exit_code = self.producer.wait(timeout=15)
         consumers = [{"name": m.name, "fate": m.fate, **m.last} for m in self.finished]
@@ -156,6 +176,8 @@ class Soak:
             "frames_delivered": sum(c.get("frames", 0) for c in consumers),
             "bad_frames": sum(c.get("bad", 0) for c in consumers),
             "producer_start": start, "producer_end": finish, "samples": samples,
+            "producer_fds_start": start_fds, "producer_fds_end": finish_fds,
+            "consumers_attached_at_end": len(status["consumers"]),
             "producer_exit_code": exit_code, "consumers": consumers,
         }
 
@@ -255,6 +277,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"protocol errors {r['protocol_errors']}",
         f"  producer fds {s['fds']} -> {e['fds']}, threads {s['threads']} -> {e['threads']}, "
         f"RSS {s['rss_mb']:.1f} -> {e['rss_mb']:.1f} MB, exit code {r['producer_exit_code']}",
+        f"  producer fds by kind: {r['producer_fds_start']} -> {r['producer_fds_end']}",
     ])
 
 
