@@ -44,7 +44,7 @@ producer cases:
            transport that cannot map it copies it in; framebus maps it (V4L2
            USERPTR), so only its stamp is written
 presets: --quick (3 sizes, 1 and 4 consumers, 1 repetition, < 2 min),
-         --smoke (one tiny size, ~2 s, for CI); default: the full matrix (~20 min).
+         --smoke (one tiny size, ~2 s, for CI); default: the full matrix (~30 min).
 Writes <out>/bench-<preset>-<time>.{json,md,png}; iceoryx2 and matplotlib are
 optional (pip install 'framebus[bench]').
 """
