@@ -65,8 +65,8 @@ def _busy_cpu_s() -> float:
     """CPU seconds the whole machine has been busy (all processes, all CPUs)."""
     t = psutil.cpu_times()
     idle = t.idle + getattr(t, "iowait", 0.0) + getattr(t, "steal", 0.0)
-    guest = getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)  # already in user
-    return sum(t) - idle - 2 * guest
+    guest = getattr(t, "guest", 0.0) + getattr(t, "guest_nice", 0.0)  # also counted in user/nice
+    return sum(t) - idle - guest
 
 
 def _own_cpu_s() -> float:
