@@ -142,10 +142,15 @@ class Soak:
         began = time.monotonic()
         end = began + a.minutes * 60
         next_sample = began + 60
+        next_step = began
         try:
             while time.monotonic() < end:
-                self._step()
-                self._read(self.args.step)
+                now = time.monotonic()
+                if now >= next_step:
+                    self._step()
+                    next_step = now + self.args.step
+                # Consumers' reports wake this up early: keep the step's pace.
+                self._read(max(0.0, next_step - time.monotonic()))
                 if time.monotonic() >= next_sample:
                     next_sample += 60
                     sample = {"t_s": round(time.monotonic() - began), **_producer_figures(self.producer.pid),
@@ -294,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--step", type=float, default=1.0, help="seconds between chaos actions")
+    parser.add_argument("--step", type=float, default=0.5, help="seconds between chaos actions")
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     if args.command == "consumer":
