@@ -200,7 +200,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                      + ", ".join(f"{t} {s} x{n} {m}" for t, s, n, m in busy[:8]) + (" …" if len(busy) > 8 else ""))
     doc: dict[str, Any] = {
         "preset": preset,
-        "command": "framebus bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["framebus bench", *(argv if argv is not None else sys.argv[1:])]),
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "elapsed_s": round(time.monotonic() - started, 1),
         "interrupted": interrupted,
