@@ -303,6 +303,7 @@ def plot(path: str, rows: list[dict[str, Any]], transports: list[str]) -> str | 
             sizes = sorted({(r["frame_bytes"], r["size"]) for r in rows})
             ax.set_xticks([b for b, _ in sizes], [s for _, s in sizes])
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.tick_params(axis="x", labelrotation=25)
             ax.set_title(f"{case}, {n} consumer{'s' if n > 1 else ''}")
             ax.set_ylabel(label)
             ax.grid(True, which="both", alpha=0.3)
