@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from abc import ABC, abstractmethod
 import mmap
 import os
 
@@ -64,7 +65,7 @@ class UserptrRefused(FramebusError):
     vb2-dma-contig ones do, cannot use ordinary pages)."""
 
 
-class BufferQueue:
+class BufferQueue(ABC):
     """What the capture loop needs of a strategy (the base of the three)."""
 
     strategy = ""
@@ -99,9 +100,18 @@ class BufferQueue:
         """Queue what the bus hands out; False if a slot stays empty."""
         return True
 
+    @abstractmethod
     def complete(self, vb: VideoBuffer, ok: bool, timestamp_ns: int) -> bool:
         """A dequeued buffer: publish it (ok) or drop it; True if published."""
-        raise NotImplementedError
+
+    def _publish_or_drop(self, buffer: Buffer, vb: VideoBuffer, ok: bool,
+                         timestamp_ns: int) -> bool:
+        """Publish a bus buffer the driver filled, or give it back if the frame is bad."""
+        if not ok:
+            self._give_back(buffer)
+            return False
+        self.bus.publish(buffer, timestamp_ns=timestamp_ns, bytesused=vb.bytesused)
+        return True
 
     def stopped(self) -> None:
         """After STREAMOFF (or an unplug): every buffer is back in userspace."""
@@ -170,11 +180,7 @@ class UserptrQueue(BufferQueue):
         self._slots[vb.index] = None
         if buffer is None:
             raise FramebusError(f"the driver returned USERPTR slot {vb.index}, which held no buffer")
-        if not ok:
-            self._give_back(buffer)
-            return False
-        self.bus.publish(buffer, timestamp_ns=timestamp_ns, bytesused=vb.bytesused)
-        return True
+        return self._publish_or_drop(buffer, vb, ok, timestamp_ns)
 
     def stopped(self) -> None:
         for index, buffer in enumerate(self._slots):
@@ -244,12 +250,7 @@ class ExportQueue(BufferQueue):
 
     def complete(self, vb: VideoBuffer, ok: bool, timestamp_ns: int) -> bool:
         self._queued.discard(vb.index)
-        buffer = self.bus.buffers[vb.index]
-        if not ok:
-            self._give_back(buffer)
-            return False
-        self.bus.publish(buffer, timestamp_ns=timestamp_ns, bytesused=vb.bytesused)
-        return True
+        return self._publish_or_drop(self.bus.buffers[vb.index], vb, ok, timestamp_ns)
 
     def stopped(self) -> None:
         for index in sorted(self._queued):
