@@ -39,6 +39,8 @@ from .subscriber import CHANNELS, LATEST, POLICIES, QUEUE, SOCKET, ZMQ, Subscrib
 log = logging.getLogger("framebus.producer")
 
 _MAX_ERRORS = 100  # protocol errors before a consumer is disconnected
+# Plain ints: pyzmq's enum members cost an object each time on the hot path.
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 
 class Producer:
@@ -92,7 +94,6 @@ class Producer:
         self._dir: endpoint.PrivateDir | None = None
         self._control: ControlServer | None = None
         self._wake = (-1, -1)
-        self._io_wakes_at = float("inf")  # when the I/O thread's poll() will return by itself
         self._thread: threading.Thread | None = None
         try:
             if not 0 <= reserve < (len(pool) if pool else buffers):
@@ -288,18 +289,12 @@ class Producer:
             if sub.channel == SOCKET:
                 sub.conn.send(payload)  # non-blocking: a full socket is a consumer not reading
             else:
-                self._router.send_multipart([sub.token, payload], zmq.NOBLOCK)
+                self._router.send_multipart([sub.token, payload], _NOBLOCK)
         except (zmq.ZMQError, OSError) as exc:  # EAGAIN: full; EHOSTUNREACH/EPIPE: gone
             self._rate_log.warning(sub.name, "cannot send to %s: %s", sub.name, exc.strerror)
             return
-        deadline = time.monotonic() + self.lease_timeout
-        self._leases.grant(sub.id, index, deadline)
+        self._leases.grant(sub.id, index, time.monotonic() + self.lease_timeout)
         sub.delivered_frame(seq)
-        if deadline < self._io_wakes_at:
-            # Granted outside the I/O thread's loop (in publish()): make it
-            # re-arm its timer, or this lease could outlive its deadline.
-            self._io_wakes_at = deadline
-            os.write(self._wake[1], b"x")
 
     # The I/O thread ------------------------------------------------------
     def _serve(self) -> None:
@@ -332,13 +327,16 @@ class Producer:
         with self._cond:
             self._hang_up_all(poller)
 
-    def _poll_timeout(self) -> int | None:
-        deadlines = [d for d in (self._control.next_deadline(), self._leases.next_deadline())
-                     if d is not None]
-        self._io_wakes_at = min(deadlines, default=float("inf"))
-        if not deadlines:
-            return None
-        return max(0, int((self._io_wakes_at - time.monotonic()) * 1000) + 1)
+    def _poll_timeout(self) -> int:
+        # Leases granted in publish() do not wake this thread (that would cost
+        # a syscall and a thread switch per frame): it looks at least four
+        # times per lease timeout instead, so a lease is revoked at most a
+        # quarter of that late. Leases last *at least* lease_timeout.
+        wake = time.monotonic() + self.lease_timeout / 4
+        for deadline in (self._control.next_deadline(), self._leases.next_deadline()):
+            if deadline is not None:
+                wake = min(wake, deadline)
+        return max(0, int((wake - time.monotonic()) * 1000) + 1)
 
     def _hello(self, token: bytes) -> tuple[bytes, list[int]]:
         """HELLO for a new peer, and the fds that go with it."""
@@ -425,9 +423,9 @@ class Producer:
 
     def _drain_bus(self) -> None:
         router = self._router
-        while router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while router.getsockopt(_EVENTS) & _POLLIN:
             try:
-                parts = router.recv_multipart(zmq.NOBLOCK)
+                parts = router.recv_multipart(_NOBLOCK)
             except zmq.Again:
                 return
             if len(parts) != 2:
