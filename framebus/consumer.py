@@ -34,7 +34,7 @@ class Consumer:
             Sequence numbers start again with the new producer run.
         channel: ``"zmq"`` (default) or ``"socket"``: FRAME, CREDIT and
             RELEASE over the control socket, one kernel hop instead of zmq's
-            I/O thread in each process (half the latency and CPU per frame).
+            I/O thread in each process (a third to a half less latency and CPU).
         spin: seconds `get()` busy-polls before it sleeps (default 0: never).
             Trades a core's CPU for lower wake-up latency.
     """
