@@ -34,7 +34,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, socket: str | None = N
                         help="when the producer goes away, wait for it and carry on")
     parser.add_argument("--channel", choices=("zmq", "socket"), default="zmq",
                         help="where frame messages travel: zmq (default) or the control "
-                             "socket (half the latency and CPU)")
+                             "socket (lower latency and CPU)")
     parser.add_argument("--spin", type=float, default=0.0,
                         help="seconds to busy-poll before sleeping (default 0; costs CPU)")
 

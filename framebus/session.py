@@ -8,7 +8,7 @@ reach the new producer.
 The bus messages (FRAME in, CREDIT and RELEASE out) travel over zmq by
 default. With ``channel="socket"`` they travel over the control socket itself:
 the kernel wakes the consumer directly instead of through zmq's I/O thread in
-each process, which halves the latency and the CPU per frame. The socket is
+each process, which cuts latency and CPU per frame by a third to a half. The socket is
 already authenticated by SO_PEERCRED, so it needs no token.
 """
 
