@@ -322,11 +322,12 @@ def capture(path: str, memory: str, count: str, frames: str) -> dict[str, Any]:
                 break
             try:
                 buf = stream.dqbuf()
+                out["frames"].append(frame_record(stream, buf))
+                # The device may vanish between DQBUF and the re-QBUF, as a real one can.
+                stream.qbuf(buf.b.index)
             except OSError as exc:
                 out["error"] = errno.errorcode[exc.errno]
                 break
-            out["frames"].append(frame_record(stream, buf))
-            stream.qbuf(buf.b.index)
         if out["error"]:
             out["querycap_after"] = errname(lambda: ioctl(fd, v.VIDIOC_QUERYCAP, v.v4l2_capability()))
             out["streamoff_after"] = errname(stream.streamoff)
