@@ -58,9 +58,6 @@ class LeaseTable:
     def held(self, holder: int) -> int:
         return len(self._leases[holder])
 
-    def leases_of(self, holder: int) -> list[Lease]:
-        return list(self._leases[holder].values())
-
     # The producer's side.
     def start_writing(self) -> int | None:
         """Claim a buffer nobody holds, the one with the oldest frame; None if
