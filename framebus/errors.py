@@ -30,9 +30,10 @@ class PermissionDenied(FramebusError, PermissionError):
     """The producer refused this consumer, or its socket could not be opened."""
 
 
-class Refused(FramebusError):
+class Refused(PermissionDenied):
     """The producer refused the consumer for a reason other than credentials
-    (a limit was reached, or the request was malformed)."""
+    (a limit was reached, or the request was malformed). A `PermissionDenied`
+    too: DESIGN.md's contract raises that whenever the producer refuses."""
 
 
 class Timeout(FramebusError, TimeoutError):

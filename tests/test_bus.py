@@ -346,3 +346,11 @@ def test_unknown_channel_and_bad_spin_are_clear_errors(sock):
         framebus.Consumer(sock, channel="pigeon")
     with pytest.raises(framebus.FramebusError, match="spin"):
         framebus.Consumer(sock, spin=5)
+
+
+def test_every_refusal_is_a_permission_denied(sock):
+    with framebus.Producer(sock, FMT, buffers=4, reserve=2):
+        with framebus.Consumer(sock, max_held=2):
+            with pytest.raises(framebus.PermissionDenied) as info:
+                framebus.Consumer(sock, max_held=1)
+    assert isinstance(info.value, PermissionError) and isinstance(info.value, framebus.Refused)
