@@ -166,9 +166,12 @@ class Soak:
         while query_status(self.sock)["consumers"] and time.monotonic() < settle:
             time.sleep(0.2)
         time.sleep(0.5)
-        status = query_status(self.sock)
+        # Sample before the last status query: the producer closes a status
+        # client's connection just after answering, so a sample taken right
+        # after one can still count that connection.
         finish = _producer_figures(self.producer.pid)
         finish_fds = _fd_kinds(self.producer.pid)
+        status = query_status(self.sock)
         self.producer.send_signal(signal.SIGTERM)
         exit_code = self.producer.wait(timeout=15)
         consumers = [{"name": m.name, "fate": m.fate, **m.last} for m in self.finished]
