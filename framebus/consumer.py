@@ -190,16 +190,16 @@ class Consumer:
         self._last_seq = seq
         self.received += 1
 
-        def release(seq: int) -> None:
-            # Bound to this session: a frame of an earlier producer run is
-            # forgotten locally and never released into the new one.
-            if self._held.pop(seq, None) is not None and self._session is session:
-                session.send(protocol.RELEASE.encode([seq], 0))
-
         frame = Frame(seq, index, stamp, used, views[index], self.format.compressed,
-                      session, release, session.sync_fds[index])
+                      session, self._release, session.sync_fds[index])
         self._held[seq] = frame
         return frame
+
+    def _release(self, frame: Frame) -> None:
+        """Tell the producer `frame` is released. A frame of an earlier
+        producer run is only forgotten locally, never released into the new one."""
+        if self._held.pop(frame.seq, None) is not None and frame.session is self._session:
+            frame.session.send(protocol.RELEASE.encode([frame.seq], 0))
 
     def _reattach(self, deadline: float | None, timeout: float | None) -> Session:
         """Attach to the producer again, waiting for it to come back."""

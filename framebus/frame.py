@@ -27,7 +27,7 @@ class Frame:
 
     def __init__(self, seq: int, index: int, timestamp_ns: int, bytesused: int,
                  views: FrameViews, compressed: bool, session: Session,
-                 release: Callable[[int], None], sync_fds: tuple[int, ...] = ()) -> None:
+                 release: Callable[[Frame], None], sync_fds: tuple[int, ...] = ()) -> None:
         self.seq = seq
         self.index = index
         self.timestamp_ns = timestamp_ns  # CLOCK_MONOTONIC, ns
@@ -68,7 +68,7 @@ class Frame:
     def release(self) -> None:
         """End the lease; the producer may reuse the buffer. Safe twice."""
         if self.drop_views():
-            self._release(self.seq)
+            self._release(self)
 
     def drop_views(self) -> bool:
         """The local half of `release()`: drop the views (and end CPU access
