@@ -1,7 +1,7 @@
-"""``python -m benchmarks`` = ``framebus bench``."""
+"""``python -m framebus_bench`` = ``framebus bench``."""
 
 import sys
 
-from benchmarks.cli import main
+from framebus_bench.cli import main
 
 sys.exit(main())

@@ -14,14 +14,16 @@ from typing import Any
 
 import psutil
 
-from benchmarks import report, stats, transports
-from benchmarks.harness import CellError, run_cell
-from benchmarks.transports.base import Transport
-from benchmarks.workload import ALL_PHASES, FLAT, PACED, CellSpec, FrameSpec, Timing, parse_size
+from framebus.commands import Command
+
+from framebus_bench import report, stats, transports
+from framebus_bench.harness import CellError, run_cell
+from framebus_bench.transports.base import Transport
+from framebus_bench.workload import ALL_PHASES, FLAT, PACED, CellSpec, FrameSpec, Timing, parse_size
 
 BACKGROUND_LIMIT = 10  # % of the CPUs used by other processes during a cell: noted as perturbed
 SETTLE = 0.1  # s of quiet between cells, so one cell's teardown does not hit the next
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+DEFAULT_OUT = "bench-results"  # under the current directory
 
 #: name -> (sizes, consumer counts, repetitions, timing)
 PRESETS: dict[str, tuple[str, str, int, Timing]] = {
@@ -232,6 +234,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if interrupted:
         return 130
     return 1 if errors else 0
+
+
+#: `framebus bench`, registered through the ``framebus.commands`` entry point.
+COMMAND = Command("bench", "side-by-side benchmark against other transports "
+                           "(framebus bench --help)", lambda args: main([]), main=main)
 
 
 if __name__ == "__main__":

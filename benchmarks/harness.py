@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import psutil
 
-from benchmarks.transports.base import ConsumerSide, ProducerSide, Setup, Transport
-from benchmarks.workload import CAPTURE, FLAT, PACED, CellSpec, capture_buffer, read_stamp, stamp
+from framebus_bench.transports.base import ConsumerSide, ProducerSide, Setup, Transport
+from framebus_bench.workload import CAPTURE, FLAT, PACED, CellSpec, capture_buffer, read_stamp, stamp
 
 CTX = mp.get_context("fork")  # children inherit the transport's queues and mappings
 # slots of the control block: start time, stop flag, producer done, its last measured seq

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.workload import CAPTURE, FLAT, INPLACE, PACED
+from framebus_bench.workload import CAPTURE, FLAT, INPLACE, PACED
 
 PACKAGES = ("framebus", "numpy", "pyzmq", "msgpack", "psutil", "iceoryx2", "matplotlib")
 
@@ -53,7 +53,7 @@ def wake_floor(rate: float, seconds: float) -> dict[str, float]:
 
 def _source_version() -> str | None:
     """The framebus checkout measured: commit, plus "+dirty" with local changes."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
     try:
         out = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty=+dirty"],
                              capture_output=True, text=True, timeout=5)

@@ -34,7 +34,7 @@ from framebus.report import query_status
 def consumer_main(args: argparse.Namespace) -> int:
     """One soak consumer: checks every frame's pixels, sometimes holds frames
     past the lease timeout, reports JSON lines until SIGTERM."""
-    from producer.synthetic import Pattern
+    from framebus.pattern import Pattern
 
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
@@ -98,7 +98,7 @@ def _fd_kinds(pid: int) -> dict[str, int]:
 
 def _hostile(sock: str, rng: random.Random) -> None:
     """A client that connects and sends garbage instead of ATTACH."""
-    from framebus import handshake
+    from framebus import _handshake as handshake
     try:
         conn = handshake.connect(sock, 2)
         _, fds = handshake.read_hello(conn, sock)
@@ -217,7 +217,7 @@ class Soak:
         self.counter += 1
         name = f"c{self.counter}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.soak", "consumer", "--socket", self.sock,
+            [sys.executable, "-m", "framebus_bench.soak", "consumer", "--socket", self.sock,
              "--name", name, "--seed", str(self.rng.randrange(2**32))],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         member = Member(name, proc)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.workload import CellSpec
+from framebus_bench.workload import CellSpec
 
 KEY = ("transport", "size", "consumers", "case", "mode")
 _MB = 1 << 20

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from framebus import Frame
-from producer.synthetic import read_stamp
+from framebus.pattern import read_stamp
 
 from .runner import add_common_arguments, run
 

@@ -10,6 +10,7 @@ import time
 from types import FrameType
 from typing import Callable
 
+from framebus import paths
 from framebus import (Consumer, Frame, FramebusError, NoProducer, ProducerGone,
                       ProducerRefusedConnection, Timeout)
 
@@ -18,10 +19,9 @@ from .stats import FrameStats, format_report
 Process = Callable[[Frame], dict[str, object] | None]
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, socket: str | None = None) -> None:
-    """The options every consumer program takes (`socket`: a default path)."""
-    parser.add_argument("--socket", required=socket is None, default=socket,
-                        help="the producer's control socket" + (f" (default {socket})" if socket else ""))
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every consumer program takes."""
+    parser.add_argument("--socket", help=paths.socket_help())
     parser.add_argument("--name", default="", help="name shown by 'framebus status'")
     parser.add_argument("--frames", type=int, default=0, help="stop after N frames (0: run on)")
     parser.add_argument("--policy", choices=("latest", "queue"), default="latest")
@@ -44,7 +44,7 @@ def attach(args: argparse.Namespace, name: str) -> Consumer:
     deadline = time.monotonic() + args.wait
     while True:
         try:
-            return Consumer(args.socket, name=name, policy=args.policy, max_held=args.max_held,
+            return Consumer(args.socket or paths.default_socket(), name=name, policy=args.policy, max_held=args.max_held,
                             channel=args.channel, spin=args.spin, reconnect=args.reconnect)
         except (NoProducer, ProducerRefusedConnection):
             if time.monotonic() >= deadline:

@@ -1,8 +1,10 @@
 """framebus: a zero-copy shared-memory frame bus for Linux.
 
 One producer process owns the frame buffers; any number of consumer processes
-see each frame as a read-only numpy array in shared memory. See DESIGN.md.
+see each frame as a read-only numpy array in shared memory. See docs/DESIGN.md.
 """
+
+from importlib.metadata import version as _version
 
 from .buffers import Buffer, BufferPool, BufferTable, Plane
 from .consumer import Consumer
@@ -17,4 +19,4 @@ __all__ = [
     "NoProducer", "PIXEL_FORMATS", "PermissionDenied", "Plane", "Producer", "ProducerGone",
     "ProducerRefusedConnection", "ProtocolError", "Refused", "Timeout",
 ]
-__version__ = "0.1.0"
+__version__ = _version("framebus")

@@ -6,13 +6,13 @@ import os
 import time
 from typing import Iterator
 
-from . import protocol
+from . import _protocol as protocol
 from .errors import (FramebusError, NoProducer, ProducerGone, ProducerRefusedConnection,
                      ProtocolError, Timeout)
 from .formats import FrameFormat
 from .frame import Frame
-from .session import Announcement, Session
-from .subscriber import CHANNELS, LATEST, POLICIES, ZMQ
+from ._session import Announcement, Session
+from ._protocol import CHANNELS, LATEST, POLICIES, ZMQ
 
 _RECONNECT_INTERVAL = 0.1
 

@@ -11,7 +11,7 @@ from .formats import FrameViews
 from .linux import dma_buf
 
 if TYPE_CHECKING:
-    from .session import Session
+    from ._session import Session
 
 
 class Frame:

@@ -25,16 +25,17 @@ from typing import Iterable
 
 import zmq
 
-from . import endpoint, protocol
-from .access import AccessPolicy
+from . import _endpoint as endpoint, _protocol as protocol
+from ._access import AccessPolicy
 from .buffers import Buffer, BufferPool
-from .control import POLL_IN, Attach, ControlServer, send_quietly
+from ._control import POLL_IN, Attach, ControlServer, send_quietly
 from .errors import FramebusError, ProtocolError, Timeout
 from .formats import FrameFormat
-from .leases import LeaseTable, Release
-from .ratelimit import RateLimitedLog
-from .status import StatusBoard
-from .subscriber import CHANNELS, LATEST, POLICIES, QUEUE, SOCKET, ZMQ, Subscriber
+from ._leases import LeaseTable, Release
+from ._ratelimit import RateLimitedLog
+from ._board import StatusBoard
+from ._subscriber import Subscriber
+from ._protocol import CHANNELS, LATEST, POLICIES, QUEUE, SOCKET, ZMQ
 
 log = logging.getLogger("framebus.producer")
 

@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from . import handshake, protocol
+from . import _handshake as handshake, _protocol as protocol, paths
+from .commands import Command
 from .errors import ProtocolError
 from .linux import fdpass
 
@@ -47,7 +48,17 @@ def format_status(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--socket", help=paths.socket_help())
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def run_status(args: argparse.Namespace) -> int:
-    report = query_status(args.socket)
+    """`framebus status`."""
+    report = query_status(args.socket or paths.default_socket())
     print(json.dumps(report) if args.json else format_status(report))
     return 0
+
+
+COMMAND = Command("status", "show the producer's consumers, leases, rates and drops", run_status,
+                  _add_arguments)

@@ -12,7 +12,7 @@ import signal
 import threading
 from types import FrameType
 
-from framebus import FramebusError, FrameFormat, Producer
+from framebus import FramebusError, FrameFormat, Producer, paths
 
 from . import config
 from .source import RESTART, STOPPED, UNPLUGGED, Source
@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     Exit status 0 after SIGINT/SIGTERM, 1 if the source went away for good
     (so a service manager can restart the daemon).
     """
+    if args.socket is None:
+        args.socket = paths.default_socket()
+        paths.make_runtime_dir()
     defaults = config.Settings(tuple(args.allow_uid), tuple(args.allow_gid),
                                args.lease_timeout, args.max_consumers)
     settings = config.load(args.config, defaults)

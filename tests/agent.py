@@ -16,12 +16,11 @@ import time
 import numpy as np
 import psutil
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import framebus  # noqa: E402
-from framebus import handshake  # noqa: E402
+from framebus import _handshake as handshake  # noqa: E402
 from framebus.linux import fdpass  # noqa: E402
-from producer.synthetic import Pattern  # noqa: E402
+from framebus.pattern import Pattern  # noqa: E402
 
 
 def say(**fields: object) -> None:

@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 import framebus
-from framebus import protocol
+from framebus import _protocol as protocol
 from framebus.report import query_status
 
 from .conftest import ROOT, wait_for
@@ -25,8 +25,7 @@ pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="dropping to another ui
 # Everything is imported first: nobody cannot read this machine's Python install.
 _AS_NOBODY = """
 import json, os, sys
-sys.path.insert(0, {root!r})
-import framebus, framebus.session, zmq, numpy
+import framebus, framebus._session, zmq, numpy
 os.setgroups([]); os.setgid({gid}); os.setuid({uid})
 try:
     with framebus.Consumer({sock!r}, name="nobody") as cam:

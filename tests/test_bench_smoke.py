@@ -10,7 +10,7 @@ import json
 import psutil
 import pytest
 
-from benchmarks import cli, transports
+from framebus_bench import cli, transports
 
 REQUIRED = [n for n in transports.NAMES if not transports.is_optional(n)]
 PHASES = {(m, c) for m in ("paced", "flat") for c in ("inplace", "capture")}

@@ -9,7 +9,7 @@ import pytest
 
 import framebus
 from framebus import FrameFormat
-from producer.synthetic import Pattern
+from framebus.pattern import Pattern
 
 FMT = FrameFormat(64, 48, "RGB3")
 

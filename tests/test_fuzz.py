@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import framebus
-from framebus import handshake, protocol
+from framebus import _handshake as handshake, _protocol as protocol
 
 from .conftest import wait_for
 

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 import framebus
-from framebus import protocol
+from framebus import _protocol as protocol
 from framebus.buffers import MEMFD, BufferTable, Memory, Plane
 from framebus.linux import fdpass, memfd
 

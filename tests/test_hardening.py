@@ -12,7 +12,7 @@ import time
 import pytest
 
 import framebus
-from framebus import handshake, protocol
+from framebus import _handshake as handshake, _protocol as protocol
 from framebus.report import query_status
 
 from .conftest import ROOT, wait_for
@@ -69,8 +69,7 @@ NOBODY = pwd.getpwnam("nobody")
 
 _WAIT_AS_NOBODY = """
 import json, os, sys
-sys.path.insert(0, {root!r})
-import framebus, framebus.session, zmq, numpy
+import framebus, framebus._session, zmq, numpy
 os.setgroups([]); os.setgid({gid}); os.setuid({uid})
 with framebus.Consumer({sock!r}, name="nobody") as cam:
     cam.get(timeout=5).release()
@@ -160,7 +159,7 @@ def _status_or_none(sock):
 
 
 def test_max_map_count_is_checked_before_mapping(sock, monkeypatch):
-    from framebus import mapping
+    from framebus import _mapping as mapping
     with framebus.Producer(sock, FMT) as bus:
         monkeypatch.setattr(mapping, "max_map_count", lambda: mapping.map_count() + 10)
         with pytest.raises(framebus.FramebusError, match="vm.max_map_count"):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from framebus.leases import LeaseTable, Release
+from framebus._leases import LeaseTable, Release
 
 
 def published(table: LeaseTable, seq: int) -> int:

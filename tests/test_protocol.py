@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framebus import ProtocolError, protocol
+from framebus import ProtocolError, _protocol as protocol
 
 BUS = protocol.BUS
 LIMIT = protocol.MAX_ZMQ_MESSAGE

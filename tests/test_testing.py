@@ -4,7 +4,7 @@ import os
 
 import framebus
 from framebus.testing import synthetic_producer
-from producer.synthetic import Pattern
+from framebus.pattern import Pattern
 
 
 def test_the_shipped_fixture_serves_checkable_frames(framebus_producer):

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from framebus.linux import videodev2 as v
-from producer.v4l2.devices import (
+from framebus.apps.producer.v4l2.devices import (
     MMAP_COPY,
     MMAP_EXPBUF,
     USERPTR,

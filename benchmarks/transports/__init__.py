@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import importlib
 
-from benchmarks.transports.base import Transport
+from framebus_bench.transports.base import Transport
 
 #: name -> ("module:class", optional)
 REGISTRY: dict[str, tuple[str, bool]] = {
-    "framebus": ("benchmarks.transports.framebus_bus:Framebus", False),
-    "framebus-socket": ("benchmarks.transports.framebus_bus:FramebusSocket", True),
-    "pyzmq": ("benchmarks.transports.zmq_copy:PyZmq", False),
-    "mpqueue": ("benchmarks.transports.mp_queue:MpQueue", False),
-    "shmring": ("benchmarks.transports.shm_ring:ShmRing", False),
-    "iceoryx2": ("benchmarks.transports.iox2:Iceoryx2", True),
+    "framebus": ("framebus_bench.transports.framebus_bus:Framebus", False),
+    "framebus-socket": ("framebus_bench.transports.framebus_bus:FramebusSocket", True),
+    "pyzmq": ("framebus_bench.transports.zmq_copy:PyZmq", False),
+    "mpqueue": ("framebus_bench.transports.mp_queue:MpQueue", False),
+    "shmring": ("framebus_bench.transports.shm_ring:ShmRing", False),
+    "iceoryx2": ("framebus_bench.transports.iox2:Iceoryx2", True),
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 

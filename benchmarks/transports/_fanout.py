@@ -6,7 +6,7 @@ import multiprocessing as mp
 import queue
 from typing import Any
 
-from benchmarks.transports.base import QUEUE_DEPTH
+from framebus_bench.transports.base import QUEUE_DEPTH
 
 #: lossless mode: a consumer that takes no frame for this long is stuck
 PUT_TIMEOUT = 5.0

@@ -15,7 +15,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from benchmarks.workload import FrameSpec
+from framebus_bench.workload import FrameSpec
 
 #: frames a consumer may fall behind before the transport drops for it
 QUEUE_DEPTH = 2

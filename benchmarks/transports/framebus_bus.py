@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 import framebus
-from benchmarks.transports.base import QUEUE_DEPTH, ConsumerSide, ProducerSide, Received, Setup, Transport
+from framebus_bench.transports.base import QUEUE_DEPTH, ConsumerSide, ProducerSide, Received, Setup, Transport
 
 MAX_HELD = 1
 RESERVE = 2

@@ -19,7 +19,7 @@ from importlib import metadata
 import iceoryx2 as iox2
 import numpy as np
 
-from benchmarks.transports.base import QUEUE_DEPTH, ConsumerSide, ProducerSide, Received, Setup, Transport
+from framebus_bench.transports.base import QUEUE_DEPTH, ConsumerSide, ProducerSide, Received, Setup, Transport
 
 MIN_VERSION = (0, 10)  # the binding's API changes between minor versions
 _version = tuple(int(v) for v in metadata.version("iceoryx2").split(".")[:2])

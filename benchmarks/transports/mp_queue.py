@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.transports._fanout import QueueFanout
-from benchmarks.transports.base import ConsumerSide, ProducerSide, Received, Setup, Transport
+from framebus_bench.transports._fanout import QueueFanout
+from framebus_bench.transports.base import ConsumerSide, ProducerSide, Received, Setup, Transport
 
 
 class _Producer(ProducerSide):

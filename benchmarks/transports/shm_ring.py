@@ -9,8 +9,8 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from benchmarks.transports._fanout import QueueFanout
-from benchmarks.transports.base import QUEUE_DEPTH, ConsumerSide, ProducerSide, Received, Setup, Transport
+from framebus_bench.transports._fanout import QueueFanout
+from framebus_bench.transports.base import QUEUE_DEPTH, ConsumerSide, ProducerSide, Received, Setup, Transport
 
 SLOTS = 2 * QUEUE_DEPTH + 4
 

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import zmq
 
-from benchmarks.transports.base import QUEUE_DEPTH, ConsumerSide, ProducerSide, Received, Setup, Transport
+from framebus_bench.transports.base import QUEUE_DEPTH, ConsumerSide, ProducerSide, Received, Setup, Transport
 
 SEND_TIMEOUT_MS = 5000  # lossless mode: a consumer that takes no frame for this long is stuck
 

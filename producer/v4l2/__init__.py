@@ -5,6 +5,6 @@ Built on the raw kernel layer in ``framebus.linux`` (``ioctl``, ``videodev2``,
 that listing devices stays light.
 """
 
-from producer.v4l2.devices import DeviceInfo, format_devices, list_devices
+from .devices import DeviceInfo, format_devices, list_devices
 
 __all__ = ["DeviceInfo", "format_devices", "list_devices"]

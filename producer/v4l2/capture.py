@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from framebus import FramebusError, Producer
 from framebus.linux import videodev2 as v
-from framebus.ratelimit import RateLimitedLog
+from framebus._ratelimit import RateLimitedLog
 
 from ..source import STOPPED, UNPLUGGED
 from .device import Device, VideoBuffer

@@ -628,7 +628,7 @@ def probe(*paths: str) -> Any:
     """producer.v4l2.devices.list_devices over the given paths."""
     from dataclasses import asdict
 
-    from producer.v4l2.devices import format_devices, list_devices
+    from framebus.apps.producer.v4l2.devices import format_devices, list_devices
 
     devices = list_devices(list(paths))
     after = {}  # the probe leaves every queue free for the next opener
@@ -646,7 +646,7 @@ def probe_busy(path: str) -> Any:
     """list_devices while this process streams from the device on another fd."""
     from dataclasses import asdict
 
-    from producer.v4l2.devices import list_devices
+    from framebus.apps.producer.v4l2.devices import list_devices
 
     fd = os.open(path, os.O_RDWR)
     stream = Stream(fd, "mmap", 2)

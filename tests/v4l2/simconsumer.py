@@ -21,12 +21,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent.parent))
-sys.path.insert(0, str(HERE))
 
 import framebus  # noqa: E402
 from harness import expected_frame  # noqa: E402
-from producer.synthetic import read_stamp  # noqa: E402
+from framebus.pattern import read_stamp  # noqa: E402
 
 
 def backing_file(address: int) -> str:

@@ -22,12 +22,11 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
 
 from framebus import FramebusError, FrameFormat, Producer  # noqa: E402
-from producer.v4l2.device import Device  # noqa: E402
-from producer.v4l2.negotiate import negotiate  # noqa: E402
-from producer.v4l2.source import V4L2Source  # noqa: E402
+from framebus.apps.producer.v4l2.device import Device  # noqa: E402
+from framebus.apps.producer.v4l2.negotiate import negotiate  # noqa: E402
+from framebus.apps.producer.v4l2.source import V4L2Source  # noqa: E402
 
 
 def say(**fields: object) -> None:

@@ -30,6 +30,14 @@ MAX_ZMQ_MESSAGE = 4096  # FRAME/CREDIT/RELEASE are tens of bytes
 MAX_RELEASE_BATCH = 64
 U64 = (1 << 64) - 1
 
+# Words the two sides agree on (ATTACH's policy and channel fields).
+LATEST = "latest"  # policy: the newest frame whenever the consumer asks
+QUEUE = "queue"  # policy: every frame in order, up to a depth
+POLICIES = (LATEST, QUEUE)
+ZMQ = "zmq"  # channel: FRAME/CREDIT/RELEASE over zmq (the default)
+SOCKET = "socket"  # channel: ... over the consumer's control socket
+CHANNELS = (ZMQ, SOCKET)
+
 
 def _uint(limit: int = U64) -> Callable[[Any], bool]:
     def check(value: Any) -> bool:

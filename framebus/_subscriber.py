@@ -6,14 +6,9 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from ._protocol import LATEST, QUEUE, ZMQ
 from .linux.fdpass import Credentials
 
-LATEST = "latest"
-QUEUE = "queue"
-POLICIES = (LATEST, QUEUE)
-ZMQ = "zmq"
-SOCKET = "socket"
-CHANNELS = (ZMQ, SOCKET)
 
 
 @dataclass(eq=False)

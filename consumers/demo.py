@@ -25,8 +25,8 @@ from typing import IO, Any
 
 import psutil
 
-from .errors import FramebusError
-from .report import query_status
+from framebus import FramebusError
+from framebus.report import query_status
 
 MB = 1024 * 1024
 
@@ -55,7 +55,7 @@ def run_demo(args: argparse.Namespace) -> int:
         common = ["--socket", sock, "--json", "--interval", "0.5", "--wait", "5"]
         for name, extra in (("monitor", ["--verify"]), ("motion", []),
                             ("snapshot", ["--dir", os.path.join(workdir, "snapshots")])):
-            children.append(_start(name, ["consumers." + name, *common, "--name", name, *extra],
+            children.append(_start(name, [f"{__package__}.{name}", *common, "--name", name, *extra],
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
         summary = _watch(args, sock, producer, children[1:])
     finally:

@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
-from . import endpoint, protocol
-from .access import AccessPolicy
+from . import _endpoint as endpoint, _protocol as protocol
+from ._access import AccessPolicy
 from .errors import ProtocolError
 from .linux import fdpass
 from .linux.fdpass import Credentials
-from .ratelimit import RateLimitedLog
+from ._ratelimit import RateLimitedLog
 
 log = logging.getLogger("framebus.producer")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from . import protocol
+from . import _protocol as protocol
 from .errors import (NoProducer, PermissionDenied, ProducerGone, ProducerRefusedConnection,
                      ProtocolError, Refused, Timeout)
 from .linux import fdpass

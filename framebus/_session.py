@@ -21,14 +21,14 @@ from typing import NamedTuple
 
 import zmq
 
-from . import handshake, protocol
+from . import _handshake as handshake, _protocol as protocol
 from .buffers import BufferTable
 from .errors import ProducerGone, ProtocolError, Timeout
 from .formats import FrameFormat
 from .linux import fdpass
-from .mapping import ReadOnlyMapping
-from .status import StatusBoard
-from .subscriber import QUEUE, SOCKET, ZMQ
+from ._mapping import ReadOnlyMapping
+from ._board import StatusBoard
+from ._protocol import QUEUE, SOCKET, ZMQ
 
 
 class Announcement(NamedTuple):

@@ -1,0 +1,68 @@
+"""The `framebus` subcommands of the producer daemon: `produce` and `devices`."""
+
+from __future__ import annotations
+
+import argparse
+import grp
+
+from framebus import PIXEL_FORMATS, paths
+from framebus.commands import Command
+
+
+def _group(value: str) -> int:
+    try:
+        return int(value) if value.isdigit() else grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no group named {value!r}") from None
+
+
+def _produce_arguments(produce: argparse.ArgumentParser) -> None:
+    produce.add_argument("--socket", help=paths.socket_help())
+    produce.add_argument("--source", default="synthetic",
+                         help="'synthetic' (a test pattern, the default) or 'v4l2:/dev/videoN'")
+    produce.add_argument("--width", type=int, default=1920)
+    produce.add_argument("--height", type=int, default=1080)
+    produce.add_argument("--format", default="RGB3", choices=PIXEL_FORMATS,
+                         help="V4L2 FourCC (default RGB3)")
+    produce.add_argument("--fps", type=float, default=30.0, help="frame rate; 0 = flat out")
+    produce.add_argument("--buffers", type=int, default=8, help="frame buffers (default 8)")
+    produce.add_argument("--lease-timeout", type=float, default=1.0,
+                         help="seconds a consumer may hold a frame before revocation (default 1)")
+    produce.add_argument("--mode", default="660", help="socket file mode, octal (default 660)")
+    produce.add_argument("--group", type=_group, help="socket group (name or gid)")
+    produce.add_argument("--allow-uid", type=int, action="append", default=[],
+                         help="admit this uid too (repeatable; own uid and root always)")
+    produce.add_argument("--allow-gid", type=int, action="append", default=[],
+                         help="admit peers whose primary gid is this (repeatable)")
+    produce.add_argument("--max-consumers", type=int, default=64)
+    produce.add_argument("--config", help="TOML file with allow_uids, allow_gids, lease_timeout, "
+                                          "max_consumers; re-read on SIGHUP")
+    produce.add_argument("--memory", choices=("auto", "userptr", "dmabuf", "copy"), default="auto",
+                         help="v4l2: how frames reach the bus (default: the best the driver has)")
+    produce.add_argument("--on-unplug", choices=("exit", "wait"), default="exit",
+                         help="v4l2: when the camera goes away, exit (default) or wait for it "
+                              "to come back")
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from .daemon import run
+    return run(args)
+
+
+def _devices_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", help="device nodes (default: every /dev/video*)")
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from .v4l2.devices import format_devices, list_devices
+    print(format_devices(list_devices(args.paths or None)))
+    return 0
+
+
+PRODUCE = Command(
+    "produce", "run a producer until SIGINT/SIGTERM", _produce, _produce_arguments,
+    "Serve frames from a source at --socket until SIGINT or SIGTERM, then remove the socket "
+    "and exit 0.")
+
+DEVICES = Command("devices", "list V4L2 cameras, formats and memory modes", _devices,
+                  _devices_arguments)
