@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench bench-quick typecheck clean
 
-$(STAMP): pyproject.toml benchmarks/pyproject.toml
+$(STAMP): pyproject.toml benchmarks/pyproject.toml .ci/system-packages
+	sh .ci/install-system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]' -e ./benchmarks
