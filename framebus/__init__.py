@@ -8,14 +8,14 @@ from importlib.metadata import version as _version
 
 from .buffers import Buffer, BufferPool, BufferTable, Plane
 from .consumer import Consumer
-from .errors import (FramebusError, NoProducer, PermissionDenied, ProducerGone,
+from .errors import (BusClosed, FramebusError, NoProducer, PermissionDenied, ProducerGone,
                      ProducerRefusedConnection, ProtocolError, Refused, Timeout)
 from .formats import PIXEL_FORMATS, FrameFormat
 from .frame import Frame
 from .producer import Producer
 
 __all__ = [
-    "Buffer", "BufferPool", "BufferTable", "Consumer", "Frame", "FrameFormat", "FramebusError",
+    "Buffer", "BufferPool", "BusClosed", "BufferTable", "Consumer", "Frame", "FrameFormat", "FramebusError",
     "NoProducer", "PIXEL_FORMATS", "PermissionDenied", "Plane", "Producer", "ProducerGone",
     "ProducerRefusedConnection", "ProtocolError", "Refused", "Timeout",
 ]

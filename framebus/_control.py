@@ -58,12 +58,13 @@ class ControlServer:
     """Listens at `path` and runs handshakes up to ATTACH.
 
     Args:
-        hello: makes the HELLO payload and the fds to attach for a new token.
+        hello: makes the HELLO payload and the fds to attach for a new token
+            and peer.
         attached: how many consumers the producer serves now.
     """
 
     def __init__(self, path: str, mode: int, group: int | None, access: AccessPolicy,
-                 hello: Callable[[bytes], tuple[bytes, list[int]]], attached: Callable[[], int],
+                 hello: Callable[[bytes, Credentials], tuple[bytes, list[int]]], attached: Callable[[], int],
                  max_consumers: int, handshake_timeout: float, rate_log: RateLimitedLog) -> None:
         self.path = path
         self.access = access
@@ -131,7 +132,7 @@ class ControlServer:
             self.refuse(conn, "limit", _fd_limit_reason())
             return
         token = b"F" + os.urandom(15)  # a zmq routing id may not start with 0
-        hello, fds = self._hello(token)
+        hello, fds = self._hello(token, peer)
         try:
             fdpass.send_with_fds(conn, hello, fds)
         except OSError as exc:

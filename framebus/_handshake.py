@@ -14,8 +14,11 @@ from .linux import fdpass
 MAX_FDS = 257  # 256 buffers + the status board
 
 
-def connect(path: str, timeout: float) -> socket.socket:
-    """A connected control socket, or the error that says why not."""
+def connect(path: str, timeout: float, producer_uid: int | None = None) -> socket.socket:
+    """A connected control socket, or the error that says why not.
+
+    `producer_uid`: a uid the producer may run as besides root and our own.
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     sock.settimeout(timeout)
     try:

@@ -1,43 +1,44 @@
 """One attachment to one producer run: its control socket, mappings and bus channel.
 
 A `Session` is what `Consumer` holds while attached. When the producer goes
-away the session is closed and, with ``reconnect=True``, replaced by a new one;
-frames of the old session keep a reference to it, so their release can never
-reach the new producer.
+away the session is closed and, with ``reconnect=True``, replaced by a new one.
+The session is the one owner of the frames it handed out: a frame's release
+goes straight to it, and the frames of a closed session can never be released
+into the next producer run.
 
 The bus messages (FRAME in, CREDIT and RELEASE out) travel over zmq by
 default. With ``channel="socket"`` they travel over the control socket itself:
 the kernel wakes the consumer directly instead of through zmq's I/O thread in
-each process, which cuts latency and CPU per frame by a third to a half. The socket is
-already authenticated by SO_PEERCRED, so it needs no token.
+each process, which cuts latency and CPU per frame by a third to a half. The
+socket is already authenticated by SO_PEERCRED, so it needs no token.
+
+Threads: socket operations take `_lock`, so a frame may be released from any
+thread while another waits in `receive()` (which polls without the lock).
 """
 
 from __future__ import annotations
 
 import os
 import select
+import threading
 import time
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import zmq
 
 from . import _handshake as handshake, _protocol as protocol
+from ._board import StatusBoard
+from ._mapping import ReadOnlyMapping
+from ._protocol import QUEUE, SOCKET, ZMQ, Announcement
 from .buffers import BufferTable
 from .errors import ProducerGone, ProtocolError, Timeout
 from .formats import FrameFormat
 from .linux import fdpass
-from ._mapping import ReadOnlyMapping
-from ._board import StatusBoard
-from ._protocol import QUEUE, SOCKET, ZMQ
 
+if TYPE_CHECKING:
+    from .frame import Frame
 
-class Announcement(NamedTuple):
-    """A FRAME message's fields."""
-
-    seq: int
-    index: int
-    timestamp_ns: int
-    bytesused: int
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 
 class Session:
@@ -48,30 +49,35 @@ class Session:
     """
 
     def __init__(self, path: str, name: str, policy: str, max_held: int, depth: int,
-                 timeout: float, channel: str = ZMQ, spin: float = 0.0) -> None:
+                 timeout: float, channel: str = ZMQ, spin: float = 0.0,
+                 producer_uid: int | None = None) -> None:
         self.path = path
         self.channel = channel
-        self._spin = spin
+        self.held: dict[int, Frame] = {}  # by seq: the frames handed out and not released
         self.closed = False
         self.gone: ProducerGone | None = None
+        self._spin = spin
+        self._lock = threading.Lock()
         self._mapping: ReadOnlyMapping | None = None
         self.status: StatusBoard | None = None
-        self._ctx: zmq.Context | None = None
-        self._dealer: zmq.Socket | None = None
-        self._ctrl = handshake.connect(path, timeout)
+        self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._dealer: zmq.Socket[bytes] | None = None
+        self._epoll: select.epoll | None = None
+        self._ctrl = handshake.connect(path, timeout, producer_uid=producer_uid)
         try:
             token, endpoint = self._handshake(timeout, name, policy, max_held, depth)
+            # One fd that turns readable when this session has news: the
+            # control socket (FRAMEs on the socket channel, BYE, EOF) and,
+            # on the zmq channel, the DEALER's notification fd.
+            self._epoll = select.epoll(2)
+            self._epoll.register(self._ctrl.fileno(), select.EPOLLIN)
             if channel == ZMQ:
                 self._ctx = zmq.Context(io_threads=1)
                 self._dealer = self._ctx.socket(zmq.DEALER)
                 self._dealer.setsockopt(zmq.LINGER, 0)
                 self._dealer.setsockopt(zmq.ROUTING_ID, token)
                 self._dealer.connect(endpoint)
-                self._poller: zmq.Poller | select.poll = zmq.Poller()
-                self._poller.register(self._dealer, zmq.POLLIN)
-            else:
-                self._poller = select.poll()
-            self._poller.register(self._ctrl.fileno(), select.POLLIN)
+                self._epoll.register(self._dealer.getsockopt(zmq.FD), select.EPOLLIN)
             self._ctrl.setblocking(False)
             if channel == ZMQ and policy == QUEUE:
                 self.send(protocol.CREDIT.encode(0))  # "connected": frames may flow
@@ -111,23 +117,32 @@ class Session:
             raise ProtocolError(f"expected ACCEPT, got {answer.kind.name}")
         return token, endpoint
 
+    def fileno(self) -> int:
+        """Readable when a FRAME or news of the producer may be waiting
+        (check with `try_receive`: zmq's fd only says "look")."""
+        return self._epoll.fileno() if self._epoll is not None else -1
+
     def send(self, payload: bytes) -> None:
-        """Send a CREDIT or RELEASE to the producer without ever blocking.
+        """Send a CREDIT, RELEASE or REPORT to the producer without ever blocking.
 
         If the producer is not reading, the message is dropped: its lease
         timeout reclaims our frames anyway.
         """
-        if self.closed or self.gone is not None:
-            return
-        try:
-            if self._dealer is not None:
-                self._dealer.send(payload, zmq.NOBLOCK)
-            else:
-                self._ctrl.send(payload)
-        except (zmq.Again, BlockingIOError):
-            pass
-        except OSError:
-            pass  # the producer hung up: the next receive() reports it
+        with self._lock:
+            if self.closed or self.gone is not None:
+                return
+            try:
+                if self._dealer is not None:
+                    self._dealer.send(payload, _NOBLOCK)
+                else:
+                    self._ctrl.send(payload)
+            except (zmq.ZMQError, OSError):
+                pass  # full (EAGAIN), or the producer hung up: receive() reports that
+
+    def release(self, frame: Frame) -> None:
+        """`frame` (of this session) is released: tell the producer."""
+        if self.held.pop(frame.seq, None) is not None:
+            self.send(protocol.RELEASE.encode([frame.seq], 0))
 
     def receive(self, deadline: float | None, timeout: float | None) -> Announcement:
         """The next FRAME; raises `ProducerGone` or `Timeout`.
@@ -135,40 +150,45 @@ class Session:
         With `spin`, first polls without sleeping for up to that many seconds:
         lower latency for a core's worth of CPU while it waits.
         """
-        if self.gone is not None:
-            raise self.gone
+        announced = self.try_receive()
+        if announced is not None:
+            return announced
         if self._spin:
             spin_end = time.monotonic() + self._spin
             while time.monotonic() < spin_end:
-                frame = self._try_receive()
-                if frame is not None:
-                    return frame
+                announced = self.try_receive()
+                if announced is not None:
+                    return announced
+        assert self._epoll is not None
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if self._poller.poll(None if remaining is None else remaining * 1000):
-                frame = self._try_receive()
-                if frame is not None:
-                    return frame
+            if self._epoll.poll(-1 if remaining is None else remaining):
+                announced = self.try_receive()
+                if announced is not None:
+                    return announced
             if deadline is not None and time.monotonic() >= deadline:
                 raise Timeout(f"no frame within {timeout} s")
 
-    def _try_receive(self) -> Announcement | None:
-        """A FRAME if one is waiting, without blocking."""
-        if self._dealer is not None:
-            try:
-                payload = self._dealer.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # nothing on zmq; the control socket may hold a goodbye
-            else:
-                return Announcement(*protocol.expect(payload, protocol.FRAME, protocol.BUS,
-                                                     protocol.MAX_ZMQ_MESSAGE))
+    def try_receive(self) -> Announcement | None:
+        """A FRAME if one is waiting, without blocking; raises `ProducerGone`."""
+        if self.gone is not None:
+            raise self.gone
+        dealer = self._dealer
+        if dealer is not None:
+            with self._lock:
+                if self.closed:
+                    raise ProducerGone("the session is closed")
+                payload = dealer.recv(_NOBLOCK) if dealer.getsockopt(_EVENTS) & _POLLIN else None
+            if payload is not None:
+                return protocol.decode_frame(payload)
         return self._read_control()
 
     def _read_control(self) -> Announcement | None:
         """A FRAME from the control socket (channel "socket"), or the news
         that the producer said goodbye or hung up (raised as ProducerGone)."""
         try:
-            data = self._ctrl.recv(protocol.MAX_CONTROL_MESSAGE)
+            with self._lock:
+                data = self._ctrl.recv(protocol.MAX_CONTROL_MESSAGE)
         except BlockingIOError:
             return None
         except OSError as exc:
@@ -177,6 +197,8 @@ class Session:
         if not data:
             self.gone = ProducerGone("the producer closed the connection (it exited or crashed)")
             raise self.gone
+        if self.channel == SOCKET and len(data) == protocol.FRAME_SIZE:
+            return protocol.decode_frame(data)
         try:
             decoded = protocol.decode(data, protocol.AFTER_ACCEPT, protocol.MAX_CONTROL_MESSAGE)
             if decoded.kind is protocol.FRAME and self.channel == SOCKET:
@@ -191,14 +213,17 @@ class Session:
     def close(self) -> None:
         """Detach and unmap; safe twice. Views still held elsewhere keep
         their mapping alive until they go."""
-        if self.closed:
-            return
-        self.closed = True
-        if self._dealer is not None:
-            self._dealer.close(linger=0)
-        if self._ctx is not None:
-            self._ctx.term()
-        self._ctrl.close()
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self._dealer is not None:
+                self._dealer.close(linger=0)
+            if self._ctx is not None:
+                self._ctx.term()
+            if self._epoll is not None:
+                self._epoll.close()
+            self._ctrl.close()
         if self._mapping is not None:
             self._mapping.close()
         if self.status is not None:

@@ -1,18 +1,26 @@
-"""The consumer side of the bus: attach to a producer, get frames, release them."""
+"""The consumer side of the bus: attach to a producer, get frames, release them.
+
+Threads and asyncio: a `Consumer` is driven by one thread (or one event loop)
+at a time — `get()`, `aget()`, iteration and `close()` from that thread —
+while `Frame.release()` may be called from any thread. `fileno()` turns
+readable when a frame may be waiting, for event loops; `await cam.aget()` and
+``async for frame in cam`` never block the loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from typing import Iterator
+from typing import AsyncIterator, Iterator, Mapping
 
 from . import _protocol as protocol
-from .errors import (FramebusError, NoProducer, ProducerGone, ProducerRefusedConnection,
-                     ProtocolError, Timeout)
+from ._protocol import CHANNELS, LATEST, POLICIES, ZMQ, Announcement
+from ._session import Session
+from .errors import (BusClosed, FramebusError, NoProducer, ProducerGone,
+                     ProducerRefusedConnection, ProtocolError, Timeout)
 from .formats import FrameFormat
 from .frame import Frame
-from ._session import Announcement, Session
-from ._protocol import CHANNELS, LATEST, POLICIES, ZMQ
 
 _RECONNECT_INTERVAL = 0.1
 
@@ -34,22 +42,28 @@ class Consumer:
             Sequence numbers start again with the new producer run.
         channel: ``"zmq"`` (default) or ``"socket"``: FRAME, CREDIT and
             RELEASE over the control socket, one kernel hop instead of zmq's
-            I/O thread in each process (a third to a half less latency and CPU).
+            I/O threads (a third to a half less latency and CPU).
         spin: seconds `get()` busy-polls before it sleeps (default 0: never).
             Trades a core's CPU for lower wake-up latency.
+        producer_uid: the uid the producer may run as besides root and your
+            own (anyone else serving the socket is refused: `PermissionDenied`).
+
+    Raises `ValueError` for arguments out of range, and the handshake's
+    errors (`NoProducer`, `PermissionDenied`, `Timeout`, ...).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, name: str = "", policy: str = LATEST,
                  max_held: int = 2, depth: int = 4, timeout: float = 5.0,
-                 reconnect: bool = False, channel: str = ZMQ, spin: float = 0.0) -> None:
+                 reconnect: bool = False, channel: str = ZMQ, spin: float = 0.0,
+                 producer_uid: int | None = None) -> None:
         if policy not in POLICIES:
-            raise FramebusError(f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
+            raise ValueError(f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
         if channel not in CHANNELS:
-            raise FramebusError(f"unknown channel {channel!r} (known: {', '.join(CHANNELS)})")
+            raise ValueError(f"unknown channel {channel!r} (known: {', '.join(CHANNELS)})")
         if not 0 <= spin <= 1:
-            raise FramebusError(f"spin must be 0..1 s, not {spin}")
+            raise ValueError(f"spin must be 0..1 s, not {spin}")
         if not 1 <= max_held <= 256 or not 0 <= depth <= 256:
-            raise FramebusError("max_held must be 1..256 and depth 0..256")
+            raise ValueError("max_held must be 1..256 and depth 0..256")
         self.path = os.fspath(path)
         self.name = (name or f"pid{os.getpid()}")[:64]
         self.policy = policy
@@ -58,9 +72,9 @@ class Consumer:
         self.reconnect = reconnect
         self.channel = channel
         self.spin = spin
+        self.producer_uid = producer_uid
         self._timeout = timeout
         self._closed = False
-        self._held: dict[int, Frame] = {}
         self._credit_pending = False  # a CREDIT is out and its frame not yet received
         self._credit_stale = False  # ... and it was sent by an earlier get() call
         self._last_seq = 0
@@ -71,7 +85,7 @@ class Consumer:
 
     def _attach(self) -> Session:
         session = Session(self.path, self.name, self.policy, self.max_held, self.depth,
-                          self._timeout, self.channel, self.spin)
+                          self._timeout, self.channel, self.spin, self.producer_uid)
         self.format: FrameFormat = session.format
         self.lease_timeout = session.lease_timeout
         self.sessions += 1
@@ -89,7 +103,16 @@ class Consumer:
     @property
     def held(self) -> int:
         """How many frames this consumer holds now."""
-        return len(self._held)
+        return len(self._session.held) if self._session is not None else 0
+
+    def fileno(self) -> int:
+        """A file descriptor that turns readable when a frame (or news of the
+        producer) may be waiting: for `select`, `selectors` or an event loop.
+        Readable does not promise a frame; `get(timeout=0)` tells."""
+        self._check_open()
+        if self._session is None:
+            raise ProducerGone("not attached (waiting for the producer to come back)")
+        return self._session.fileno()
 
     def get(self, timeout: float | None = None) -> Frame:
         """The next frame (policy latest: the newest one not yet seen).
@@ -101,26 +124,17 @@ class Consumer:
         """
         return self._next(timeout)
 
-    def _next(self, timeout: float | None, after: Frame | None = None) -> Frame:
-        """`get()`, releasing `after` first in the same message as the request."""
-        if self._closed:
-            raise FramebusError("consumer is closed")
-        releasing: list[int] = []
-        if after is not None and after.drop_views() and self._held.pop(after.seq, None):
-            if after.session is self._session:
-                releasing.append(after.seq)
-        if len(self._held) >= self.max_held:
-            raise FramebusError(f"consumer {self.name!r} already holds max_held={self.max_held} "
-                                f"frames; release one before asking for another")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            session = self._session or self._reattach(deadline, timeout)
-            try:
-                return self._get(session, deadline, timeout, releasing)
-            except ProducerGone:
-                if not self.reconnect:
-                    raise
-                self._drop_session()
+    async def aget(self, timeout: float | None = None) -> Frame:
+        """`get()` for asyncio: waits on `fileno()` in the running loop,
+        never blocking it."""
+        return await self._anext(timeout)
+
+    def publish_figures(self, figures: Mapping[str, int | float | str]) -> None:
+        """Show these figures of yours in `framebus status` (a bridge's link
+        rates, say): at most 32 short names, numbers or short text."""
+        self._check_open()
+        if self._session is not None:
+            self._session.send(protocol.REPORT.encode(dict(figures)))
 
     def __iter__(self) -> Iterator[Frame]:
         """Every frame in turn, each released when the next is asked for.
@@ -144,6 +158,22 @@ class Consumer:
             if frame is not None:
                 frame.release()
 
+    async def __aiter__(self) -> AsyncIterator[Frame]:
+        """`iter()` for asyncio: ``async for frame in cam``."""
+        frame: Frame | None = None
+        try:
+            while True:
+                try:
+                    frame = await self._anext(None, after=frame)
+                except ProducerGone as exc:
+                    if exc.clean:
+                        return
+                    raise
+                yield frame
+        finally:
+            if frame is not None:
+                frame.release()
+
     def close(self) -> None:
         """Release every held frame, detach and unmap. Safe from any state, twice."""
         if self._closed:
@@ -152,8 +182,66 @@ class Consumer:
         self._drop_session()
 
     # ------------------------------------------------------------ internals
-    def _get(self, session: Session, deadline: float | None, timeout: float | None,
-             releasing: list[int]) -> Frame:
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusClosed("consumer is closed")
+
+    def _start(self, after: Frame | None) -> list[int]:
+        """Checks before a get; releases `after` locally, returning the seqs
+        to release in the same message as the request."""
+        self._check_open()
+        releasing: list[int] = []
+        if after is not None and after.drop_views():
+            session = after.session
+            if session.held.pop(after.seq, None) is not None and session is self._session:
+                releasing.append(after.seq)
+        if self.held >= self.max_held:
+            raise FramebusError(f"consumer {self.name!r} already holds max_held={self.max_held} "
+                                f"frames; release one before asking for another")
+        return releasing
+
+    def _next(self, timeout: float | None, after: Frame | None = None) -> Frame:
+        """`get()`, releasing `after` first in the same message as the request."""
+        releasing = self._start(after)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            session = self._session or self._reattach(deadline, timeout)
+            try:
+                self._ask(session, releasing)
+                while True:
+                    frame = self._accept(session, session.receive(deadline, timeout))
+                    if frame is not None:
+                        return frame
+            except ProducerGone:
+                if not self.reconnect:
+                    raise
+                self._drop_session()
+
+    async def _anext(self, timeout: float | None, after: Frame | None = None) -> Frame:
+        releasing = self._start(after)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            session = self._session
+            if session is None:
+                session = await loop.run_in_executor(None, self._reattach, deadline, timeout)
+            try:
+                self._ask(session, releasing)
+                while True:
+                    announced = session.try_receive()
+                    if announced is None:
+                        await _readable(loop, session.fileno(), deadline, timeout)
+                        continue
+                    frame = self._accept(session, announced)
+                    if frame is not None:
+                        return frame
+            except ProducerGone:
+                if not self.reconnect:
+                    raise
+                self._drop_session()
+
+    def _ask(self, session: Session, releasing: list[int]) -> None:
+        """Release and ask for a frame, in one message where possible."""
         credit = 0
         if self.policy == LATEST:
             if self._credit_pending:
@@ -166,40 +254,32 @@ class Consumer:
             releasing.clear()  # sent once, even if the session is replaced
         elif credit:
             session.send(protocol.CREDIT.encode(credit))
-        while True:
-            frame = self._frame(session, session.receive(deadline, timeout))
-            if self.policy == LATEST:
-                self._credit_pending = False
-                stale = self._credit_stale and session.status.newest > frame.seq
-                self._credit_stale = False
-                if stale:  # asked for long ago: let it go and ask for the newest
-                    frame.release()
-                    session.send(protocol.CREDIT.encode(1))
-                    self._credit_pending = True
-                    continue
-            return frame
 
-    def _frame(self, session: Session, announced: Announcement) -> Frame:
+    def _accept(self, session: Session, announced: Announcement) -> Frame | None:
+        """A Frame for this announcement; None if it was stale and the newest
+        frame has been asked for instead."""
         seq, index, stamp, used = announced
-        views = session.views
-        if index >= len(views) or used > len(views[index].raw) or seq <= self._last_seq:
+        if index >= len(session.views) or used > session.format.sizeimage \
+                or seq <= self._last_seq:
             raise ProtocolError(f"producer announced an impossible frame "
                                 f"(seq {seq}, buffer {index}, {used} bytes)")
         if self._last_seq:
             self.dropped += seq - self._last_seq - 1
         self._last_seq = seq
         self.received += 1
-
-        frame = Frame(seq, index, stamp, used, views[index], self.format.compressed,
-                      session, self._release, session.sync_fds[index])
-        self._held[seq] = frame
+        frame = Frame(seq, index, stamp, used, session)
+        session.held[seq] = frame
+        if self.policy == LATEST:
+            self._credit_pending = False
+            stale = self._credit_stale and session.status is not None \
+                and session.status.newest > seq
+            self._credit_stale = False
+            if stale:  # asked for long ago: let it go and ask for the newest
+                frame.release()
+                session.send(protocol.CREDIT.encode(1))
+                self._credit_pending = True
+                return None
         return frame
-
-    def _release(self, frame: Frame) -> None:
-        """Tell the producer `frame` is released. A frame of an earlier
-        producer run is only forgotten locally, never released into the new one."""
-        if self._held.pop(frame.seq, None) is not None and frame.session is self._session:
-            frame.session.send(protocol.RELEASE.encode([frame.seq], 0))
 
     def _reattach(self, deadline: float | None, timeout: float | None) -> Session:
         """Attach to the producer again, waiting for it to come back."""
@@ -216,9 +296,24 @@ class Consumer:
         session, self._session = self._session, None
         if session is None:
             return
-        held = list(self._held)
+        held = list(session.held)
         if held:
             session.send(protocol.RELEASE.encode(held[: protocol.MAX_RELEASE_BATCH], 0))
-        for frame in list(self._held.values()):
-            frame.release()  # local only now: the session is no longer current
+        for frame in list(session.held.values()):
+            frame.drop_views()
+        session.held.clear()
         session.close()
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int, deadline: float | None,
+                    timeout: float | None) -> None:
+    """Wait until `fd` is readable, or raise `Timeout` at `deadline`."""
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        await asyncio.wait_for(ready, remaining)
+    except asyncio.TimeoutError:
+        raise Timeout(f"no frame within {timeout} s") from None
+    finally:
+        loop.remove_reader(fd)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 
 class FramebusError(Exception):
-    """Base class of every error framebus raises."""
+    """Base class of every error framebus raises because of the bus itself.
+
+    Bad arguments are `ValueError` or `TypeError`, as everywhere in Python.
+    """
 
 
 class ProducerGone(FramebusError, ConnectionError):
@@ -46,6 +49,14 @@ class NoProducer(FramebusError, FileNotFoundError):
 
 class ProducerRefusedConnection(FramebusError, ConnectionRefusedError):
     """A socket file is there but no producer is listening on it (stale)."""
+
+
+class InvalidFormat(FramebusError, ValueError):
+    """A `FrameFormat` that cannot be (a bad size, stride or pixel format)."""
+
+
+class BusClosed(FramebusError):
+    """The `Producer` or `Consumer` was used after `close()`."""
 
 
 class ProtocolError(FramebusError):

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .errors import FramebusError
+from .errors import InvalidFormat, ProtocolError
 
 
 class PlaneLayout(NamedTuple):
@@ -68,25 +68,25 @@ class FrameFormat:
     def __post_init__(self) -> None:
         spec = _SPECS.get(self.pixel_format)
         if spec is None:
-            raise FramebusError(
+            raise InvalidFormat(
                 f"unknown pixel format {self.pixel_format!r}; "
                 f"known: {', '.join(PIXEL_FORMATS)}")
         for name in ("width", "height", "bytesperline", "sizeimage"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise FramebusError(f"{name} must be a non-negative int, not {value!r}")
+                raise InvalidFormat(f"{name} must be a non-negative int, not {value!r}")
         if not (1 <= self.width <= 16384 and 1 <= self.height <= 16384):
-            raise FramebusError(f"frame size {self.width}x{self.height} out of range (1..16384)")
+            raise InvalidFormat(f"frame size {self.width}x{self.height} out of range (1..16384)")
         if spec.planar and (self.width % 2 or self.height % 2):
-            raise FramebusError(f"{self.pixel_format} needs an even width and height")
+            raise InvalidFormat(f"{self.pixel_format} needs an even width and height")
         if self.pixel_format in ("YUYV", "UYVY") and self.width % 2:
-            raise FramebusError(f"{self.pixel_format} needs an even width")
+            raise InvalidFormat(f"{self.pixel_format} needs an even width")
         min_bpl = self.width * spec.channels
         bpl = self.bytesperline or min_bpl
         if bpl < min_bpl:
-            raise FramebusError(f"bytesperline {bpl} is less than a row ({min_bpl} bytes)")
+            raise InvalidFormat(f"bytesperline {bpl} is less than a row ({min_bpl} bytes)")
         if spec.planar == "YU12" and bpl % 2:
-            raise FramebusError("YU12 needs an even bytesperline")
+            raise InvalidFormat("YU12 needs an even bytesperline")
         object.__setattr__(self, "bytesperline", bpl)
         if spec.compressed:
             # A JPEG's size varies: the buffer is sizeimage (as the driver sets
@@ -97,7 +97,7 @@ class FrameFormat:
             planes = _layout(self.pixel_format, spec, self.width, self.height, bpl)
         minimum = planes[-1].offset + planes[-1].length
         if self.sizeimage and self.sizeimage < minimum:
-            raise FramebusError(f"sizeimage {self.sizeimage} is less than a frame ({minimum} bytes)")
+            raise InvalidFormat(f"sizeimage {self.sizeimage} is less than a frame ({minimum} bytes)")
         object.__setattr__(self, "planes", planes)
         object.__setattr__(self, "sizeimage", self.sizeimage or minimum)
 
@@ -118,8 +118,8 @@ class FrameFormat:
     def from_wire(cls, fields: dict[str, object]) -> FrameFormat:
         try:
             return cls(**fields)  # type: ignore[arg-type]
-        except TypeError as exc:
-            raise FramebusError(f"bad format description: {exc}") from None
+        except (TypeError, InvalidFormat) as exc:
+            raise ProtocolError(f"bad format description: {exc}") from None
 
     def views(self, memory: memoryview | np.ndarray, offset: int = 0) -> FrameViews:
         """The numpy views of a frame whose bytes start at `offset` of `memory`.

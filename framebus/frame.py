@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import FramebusError
-from .formats import FrameViews
+from .formats import FrameFormat, FrameViews
 from .linux import dma_buf
 
 if TYPE_CHECKING:
@@ -20,42 +21,56 @@ class Frame:
     Use it as a context manager (``with cam.get() as frame:``) so the lease
     ends when the block does. The views are dropped on release; a copy of
     the pixels that must outlive the lease is the caller's to make.
+
+    `release()` may be called from any thread; the views themselves are plain
+    read-only numpy arrays.
     """
 
-    __slots__ = ("seq", "index", "timestamp_ns", "bytesused", "session", "_views", "_array",
-                 "_status", "_release", "_sync_fds")
+    __slots__ = ("seq", "index", "timestamp_ns", "bytesused", "format", "session", "_views",
+                 "_array", "_sync_fds")
 
     def __init__(self, seq: int, index: int, timestamp_ns: int, bytesused: int,
-                 views: FrameViews, compressed: bool, session: Session,
-                 release: Callable[[Frame], None], sync_fds: tuple[int, ...] = ()) -> None:
+                 session: Session) -> None:
         self.seq = seq
         self.index = index
         self.timestamp_ns = timestamp_ns  # CLOCK_MONOTONIC, ns
         self.bytesused = bytesused
+        self.format: FrameFormat = session.format
+        self.session = session  # the producer run this frame belongs to; it tracks the lease
+        views = session.views[index]
         self._views: FrameViews | None = views
-        self._array = views.array[:bytesused] if compressed else views.array
-        self.session = session  # the producer run this frame belongs to
-        self._status = session.status
-        self._release = release
+        self._array: NDArray[np.uint8] | None = (
+            views.array[:bytesused] if self.format.compressed else views.array)
         # A DMA-BUF (a driver's own buffer) is read between SYNC_START and
         # SYNC_END, so caches are coherent with what the device wrote.
-        self._sync_fds = sync_fds
-        for fd in sync_fds:
+        self._sync_fds = session.sync_fds[index]
+        for fd in self._sync_fds:
             dma_buf.sync_start(fd, read=True)
 
     @property
-    def array(self) -> np.ndarray:
-        """The frame, read-only, straight from shared memory (no copy)."""
-        if self._views is None:
+    def array(self) -> NDArray[np.uint8]:
+        """The frame, read-only, straight from shared memory (no copy).
+
+        Its shape depends on the pixel format (see docs/formats.md): GREY
+        ``(H, W)``, YUYV/UYVY ``(H, W, 2)``, RGB3/BGR3 ``(H, W, 3)``, NV12/YU12
+        the whole buffer (use `planes`), MJPG ``(bytesused,)``.
+        """
+        if self._array is None:
             raise FramebusError(f"frame {self.seq} was released")
         return self._array
 
     @property
-    def planes(self) -> tuple[np.ndarray, ...]:
+    def planes(self) -> tuple[NDArray[np.uint8], ...]:
         """Each plane's view (Y, UV for NV12; Y, U, V for YU12; one for packed formats)."""
         if self._views is None:
             raise FramebusError(f"frame {self.seq} was released")
         return self._views.planes
+
+    def to_bgr(self, dst: NDArray[np.uint8] | None = None) -> NDArray[np.uint8]:
+        """The frame as an ``(H, W, 3)`` BGR image for OpenCV, into `dst` if
+        given (needs the ``framebus[cv]`` extra)."""
+        from .convert import to_bgr
+        return to_bgr(self, dst)
 
     def valid(self) -> bool:
         """True while the buffer still holds this frame's pixels.
@@ -63,12 +78,13 @@ class Frame:
         Turns False before the producer writes into the buffer again (after a
         revoked lease), so "read the pixels, then check valid()" is safe.
         """
-        return int(self._status.seqs[self.index]) == self.seq
+        status = self.session.status
+        return status is not None and int(status.seqs[self.index]) == self.seq
 
     def release(self) -> None:
         """End the lease; the producer may reuse the buffer. Safe twice."""
         if self.drop_views():
-            self._release(self)
+            self.session.release(self)
 
     def drop_views(self) -> bool:
         """The local half of `release()`: drop the views (and end CPU access

@@ -143,21 +143,27 @@ def test_a_consumer_cannot_release_another_consumers_lease(sock):
         frame.release()
 
 
-def test_a_forged_routing_id_is_not_heard(sock):
-    with framebus.Producer(sock, FMT, buffers=6) as bus, \
+def test_a_second_connection_to_the_bus_is_cut_and_never_heard(sock):
+    """Only an attached consumer's own zmq connection is kept (matched by its
+    kernel credentials): a second one from the same process, with a guessed
+    routing id, is shut down at once and nothing it sends is acted on."""
+    with framebus.Producer(sock, FMT, buffers=6, lease_timeout=30) as bus, \
             framebus.Consumer(sock, name="victim") as victim:
         bus.publish(bus.acquire(timeout=1))
         frame = victim.get(timeout=2)
         ctx = zmq.Context()
         forger = ctx.socket(zmq.DEALER)
-        forger.setsockopt(zmq.LINGER, 0)
-        forger.setsockopt(zmq.ROUTING_ID, b"F" + b"\x00" * 15)  # a guessed token
-        forger.connect(bus._dir.endpoint)
-        forger.send(protocol.RELEASE.encode([frame.seq], 0))
-        wait_for(lambda: bus.stats()["unknown_peer"] >= 1, what="the forged message")
-        assert _consumer(bus, "victim")["held"] == 1
-        forger.close()
-        ctx.term()
+        try:
+            forger.setsockopt(zmq.LINGER, 0)
+            forger.setsockopt(zmq.ROUTING_ID, b"F" + b"\x00" * 15)  # a guessed token
+            forger.connect(bus._server.endpoint_for(os.getuid()))
+            forger.send(protocol.RELEASE.encode([frame.seq], 0))
+            wait_for(lambda: bus.stats()["relay"].get("cut", 0) >= 1, what="the cut connection")
+            assert _consumer(bus, "victim")["held"] == 1
+            assert frame.valid()
+        finally:
+            forger.close()
+            ctx.term()
         frame.release()
 
 

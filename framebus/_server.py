@@ -1,0 +1,406 @@
+"""The producer's server loop: one thread that owns every socket it serves.
+
+It owns the control socket (handshakes, through `ControlServer`), each
+consumer's control connection (whose EOF says the consumer is gone, whatever
+killed it), the links to the bus relays (one child process per consumer uid,
+holding the zmq ROUTER: see `_relay`), and a wake pipe. Everything it decides
+it asks the bookkeeping (`Bus`), under the producer's lock.
+
+Two of its methods are also the producer's hot path, called from the thread
+that publishes, under the same lock: `send_frame` and `pump` (drain the acks
+waiting on the relay links and socket-channel connections, apply them). So a
+release reaches `acquire()` without this thread ever waking: kernel sockets
+may be read from any thread, and the lock orders who does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import select
+import socket
+import threading
+import time
+from typing import Callable
+
+from . import _protocol as protocol
+from ._bus import Admission, Bus, Subscriber
+from ._control import POLL_IN, Attach, ControlServer, send_quietly
+from ._endpoint import PrivateDir
+from ._protocol import SOCKET, ZMQ
+from ._ratelimit import RateLimitedLog
+from ._relays import RelayLink
+from .errors import FramebusError, ProtocolError
+
+log = logging.getLogger("framebus.producer")
+
+_LINK_MESSAGES = 16  # per relay per pump; each carries up to 256 acks
+_SOCKET_MESSAGES = 64  # per socket-channel consumer per pump
+
+
+class Server:
+    """The I/O side of a producer.
+
+    Args:
+        bus: the bookkeeping, guarded by `lock`.
+        describe: the producer's status report (called under the lock).
+        lease_timeout: seconds; the producer updates it on reconfigure.
+    """
+
+    def __init__(self, bus: Bus, lock: threading.Lock, control: ControlServer,
+                 private_dir: PrivateDir, describe: Callable[[], dict[str, object]], *,
+                 lease_timeout: float, mode: int, group: int | None,
+                 rate_log: RateLimitedLog) -> None:
+        self.bus = bus
+        self.lock = lock
+        self.control = control
+        self.lease_timeout = lease_timeout
+        self.relays: dict[int, RelayLink] = {}  # by consumer uid
+        self.acquire_waiters = 0
+        self.closed = False
+        self._dir = private_dir
+        self._describe = describe
+        self._mode = mode
+        self._group = group
+        self._rate_log = rate_log
+        self._conns: dict[int, Subscriber] = {}  # by control fd
+        self._sockets: dict[int, socket.socket] = {}  # by subscriber id
+        self._endpoints: dict[int, str] = {}  # by uid, fixed for the producer's life
+        self._poller = select.poll()
+        self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._acquire_wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._poller.register(control.fileno(), select.POLLIN)
+        self._poller.register(self._wake[0], select.POLLIN)
+        self._thread = threading.Thread(target=self._run, name="framebus-server", daemon=True)
+        self._bye_reason = "producer shut down"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def endpoint_for(self, uid: int) -> str:
+        """Where consumers of `uid` find their relay (stable for this producer)."""
+        endpoint = self._endpoints.get(uid)
+        if endpoint is None:
+            name = f"bus-{uid}-{secrets.token_hex(6)}"
+            endpoint = self._endpoints[uid] = "ipc://" + os.path.join(self._dir.path, name)
+        return endpoint
+
+    # ------------------------------------------- the hot path (lock held)
+    def send_frame(self, subs: list[Subscriber], payload: bytes) -> list[Subscriber]:
+        """Send a FRAME to each of `subs`; returns those it went to."""
+        sent: list[Subscriber] = []
+        by_uid: dict[int, list[Subscriber]] = {}
+        for sub in subs:
+            if sub.channel == SOCKET:
+                try:
+                    self._sockets[sub.id].send(payload)  # non-blocking: full = not reading
+                except OSError as exc:
+                    self._rate_log.warning(sub.name, "cannot send to %s: %s", sub.name,
+                                           exc.strerror)
+                    continue
+                sent.append(sub)
+            else:
+                by_uid.setdefault(sub.peer.uid, []).append(sub)
+        for uid, group in by_uid.items():
+            relay = self.relays.get(uid)
+            if relay is not None and relay.send([s.token for s in group], payload):
+                sent += group
+            else:
+                self._rate_log.warning(f"relay{uid}", "bus relay for uid %d is not keeping up",
+                                       uid)
+        return sent
+
+    def pump(self, now: float) -> bool:
+        """Apply every ack waiting (a bounded batch); True if a buffer was freed."""
+        freed = False
+        bus = self.bus
+        for relay in self.relays.values():
+            if not relay.alive:
+                continue
+            for token, payload, problem in relay.receive(_LINK_MESSAGES):
+                sub = bus.subscribers.get(token)
+                if sub is None or sub.channel != ZMQ:
+                    bus.counters["unknown_peer"] += 1
+                elif problem:
+                    bus.violation(sub, problem, now)
+                    sub.cut_off = sub.cut_off or problem
+                else:
+                    freed |= self._on_bus_message(sub, payload, now)
+            if not relay.alive:
+                self.notify()  # the server thread reaps it
+        for sub in list(bus.subscribers.values()):
+            if sub.channel == SOCKET:
+                freed |= self._read_socket_channel(sub, now)
+        return freed
+
+    def ack_fds(self) -> list[int]:
+        """What `acquire()` sleeps on: where releases arrive, and a wake-up."""
+        fds = [relay.fileno() for relay in self.relays.values() if relay.alive]
+        fds += [self._sockets[s.id].fileno() for s in self.bus.subscribers.values()
+                if s.channel == SOCKET and s.id in self._sockets]
+        fds.append(self._acquire_wake[0])
+        return fds
+
+    def acquire_woken(self) -> None:
+        _drain_pipe(self._acquire_wake[0])
+
+    def notify(self) -> None:
+        """Wake the server thread."""
+        try:
+            os.write(self._wake[1], b"x")
+        except BlockingIOError:
+            pass  # already pending
+
+    def _read_socket_channel(self, sub: Subscriber, now: float) -> bool:
+        conn = self._sockets.get(sub.id)
+        freed = False
+        if conn is None:
+            return False
+        for _ in range(_SOCKET_MESSAGES):
+            try:
+                data = conn.recv(protocol.MAX_CONTROL_MESSAGE)
+            except OSError:
+                break  # EAGAIN, or an error the server thread sees as a departure
+            if not data:
+                self.notify()  # EOF: the server thread drops it
+                break
+            freed |= self._on_bus_message(sub, data, now)
+        return freed
+
+    def _on_bus_message(self, sub: Subscriber, payload: bytes, now: float) -> bool:
+        """A CREDIT, RELEASE or REPORT from `sub`, checked first."""
+        bus = self.bus
+        try:
+            kind, values = protocol.decode(payload, protocol.BUS, protocol.MAX_ZMQ_MESSAGE)
+        except ProtocolError as exc:
+            bus.violation(sub, str(exc), now)
+            return False
+        freed = False
+        if kind is protocol.RELEASE:
+            freed = bus.on_release(sub, values[0], now)
+            if values[1]:
+                self._credit(sub, values[1], now)
+        elif kind is protocol.CREDIT:
+            self._credit(sub, values[0], now)
+        elif kind is protocol.REPORT:
+            bus.on_report(sub, values[0], now)
+        else:
+            bus.violation(sub, f"{kind.name} is not a consumer's message", now)
+        return freed
+
+    def _credit(self, sub: Subscriber, count: int, now: float) -> None:
+        index = self.bus.on_credit(sub, count, now)
+        info = None if index is None else self.bus.frames[index]
+        if index is not None and info is not None:
+            payload = protocol.encode_frame(info.seq, index, info.timestamp_ns, info.bytesused)
+            if self.send_frame([sub], payload):
+                self.bus.delivered(sub, index, now + self.lease_timeout)
+
+    # ------------------------------------------------------ the thread
+    def _run(self) -> None:
+        listen_fd = self.control.fileno()
+        while True:
+            with self.lock:
+                timeout = self._poll_timeout()
+            events = self._poller.poll(timeout)
+            with self.lock:
+                if self.closed:
+                    break
+                now = time.monotonic()
+                for fd, mask in events:
+                    if fd == listen_fd:
+                        self.control.accept(self._poller)
+                    elif fd == self._wake[0]:
+                        _drain_pipe(fd)
+                    elif self.control.owns(fd):
+                        attach = self.control.finish(self._poller, fd)
+                        if attach is not None:
+                            self._on_attach(attach, now)
+                    elif fd in self._conns:
+                        self._on_control(self._conns[fd], mask, now)
+                freed = self.pump(now)
+                self._reap_relays()
+                for sub in self.bus.to_cut():
+                    self.bus.counters["cut_off"] += 1
+                    self._drop(sub, sub.cut_off, bye=f"disconnected: {sub.cut_off}")
+                self.control.expire(self._poller, now)
+                freed |= self.bus.revoke_expired(now) > 0
+                if freed and self.acquire_waiters:
+                    try:
+                        os.write(self._acquire_wake[1], b"x")
+                    except BlockingIOError:
+                        pass
+        with self.lock:
+            for sub in list(self.bus.subscribers.values()):
+                self._drop(sub, "detached at shutdown", bye=self._bye_reason)
+
+    def _poll_timeout(self) -> int:
+        # Leases granted on the hot path do not wake this thread (that would
+        # cost a syscall and a thread switch per frame): it looks at least
+        # four times per lease timeout instead, so a lease is revoked at most
+        # a quarter of that late. Leases last *at least* lease_timeout.
+        wake = time.monotonic() + self.lease_timeout / 4
+        for deadline in (self.control.next_deadline(), self.bus.next_deadline()):
+            if deadline is not None:
+                wake = min(wake, deadline)
+        return max(0, int((wake - time.monotonic()) * 1000) + 1)
+
+    def _on_attach(self, a: Attach, now: float) -> None:
+        if a.role == "status":
+            send_quietly(a.conn, protocol.STATUS.encode(self._describe()))
+            a.conn.close()
+            return
+        if a.role != "consumer":
+            self.control.refuse(a.conn, "protocol", f"unknown role {a.role!r}")
+            return
+        try:
+            sub = self.bus.admit(a.token, a.name or f"pid{a.peer.pid}", a.peer, a.policy,
+                                 a.max_held, a.depth, a.channel, now)
+        except Admission as exc:
+            self.control.refuse(a.conn, exc.code, exc.reason)
+            return
+        if sub.channel == ZMQ:
+            try:
+                self._relay_for(a.peer.uid).admit(sub.token, a.peer.pid)
+            except (FramebusError, OSError) as exc:
+                self.bus.remove(sub)
+                self.control.refuse(a.conn, "relay", f"cannot serve this consumer: {exc}")
+                return
+        else:
+            sub.connected = True
+        try:
+            a.conn.send(protocol.ACCEPT.encode())
+        except OSError:
+            self._forget(sub)
+            a.conn.close()
+            return
+        self._conns[a.conn.fileno()] = sub
+        self._sockets[sub.id] = a.conn
+        self._poller.register(a.conn, POLL_IN)
+        log.info("consumer %r attached (pid %d, uid %d, %s, holds up to %d)",
+                 sub.name, sub.peer.pid, sub.peer.uid, a.policy, sub.quota)
+
+    def _relay_for(self, uid: int) -> RelayLink:
+        relay = self.relays.get(uid)
+        if relay is None:
+            # A relay takes ~0.1 s to start: publishing goes on meanwhile.
+            owner = uid if os.geteuid() == 0 else None
+            self.lock.release()
+            try:
+                relay = RelayLink(self.endpoint_for(uid), uid, owner=owner, mode=self._mode,
+                                  group=self._group)
+            finally:
+                self.lock.acquire()
+            self.relays[uid] = relay
+            self._poller.register(relay.fileno(), select.POLLIN)
+        return relay
+
+    def _on_control(self, sub: Subscriber, mask: int, now: float) -> None:
+        # After ATTACH a consumer says nothing on its control socket unless
+        # it chose it as its bus channel; its EOF (whatever killed it) is how
+        # we learn it is gone.
+        conn = self._sockets[sub.id]
+        if sub.channel == SOCKET:
+            self._read_socket_channel(sub, now)
+            try:
+                if conn.recv(1, socket.MSG_PEEK) != b"":
+                    return
+            except BlockingIOError:
+                return
+            except OSError:
+                pass
+            self._drop(sub, "disconnected")
+            return
+        try:
+            data = conn.recv(protocol.MAX_CONTROL_MESSAGE) if mask & POLL_IN else b""
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.bus.counters["errors"] += 1
+            self._drop(sub, "sent data on the control socket after ATTACH",
+                       bye="protocol error: nothing may be sent after ATTACH")
+        else:
+            self._drop(sub, "disconnected")
+
+    def _drop(self, sub: Subscriber, why: str, bye: str | None = None) -> None:
+        conn = self._sockets.pop(sub.id, None)
+        if conn is not None:
+            if bye is not None:
+                send_quietly(conn, protocol.BYE.encode(bye[:1000]))
+            self._conns.pop(conn.fileno(), None)
+            self._poller.unregister(conn)
+            conn.close()
+        reclaimed = self._forget(sub)
+        log.info("consumer %r (pid %d) %s; reclaimed %d leases",
+                 sub.name, sub.peer.pid, why, reclaimed)
+
+    def _forget(self, sub: Subscriber) -> int:
+        if sub.channel == ZMQ:
+            relay = self.relays.get(sub.peer.uid)
+            if relay is not None:
+                relay.forget(sub.token)
+        return self.bus.remove(sub)
+
+    def _reap_relays(self) -> None:
+        for uid, relay in list(self.relays.items()):
+            if relay.alive:
+                continue
+            del self.relays[uid]
+            self._poller.unregister(relay.fileno())
+            relay.close()
+            status = relay.process.returncode
+            log.warning("the bus relay for uid %d ended (status %s); its consumers are "
+                        "disconnected", uid, status)
+            self.bus.counters["relay_failures"] = self.bus.counters.get("relay_failures", 0) + 1
+            for sub in [s for s in self.bus.subscribers.values()
+                        if s.channel == ZMQ and s.peer.uid == uid]:
+                self._drop(sub, "lost its bus relay",
+                           bye=f"the producer's bus relay for uid {uid} failed; reattach")
+
+    def evict(self, subs: list[Subscriber], reason: str) -> None:
+        """Disconnect `subs` with `reason` (the server thread sees them go)."""
+        for sub in subs:
+            conn = self._sockets.get(sub.id)
+            if conn is not None:
+                send_quietly(conn, protocol.BYE.encode(reason))
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def relay_counters(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for relay in self.relays.values():
+            for key, value in relay.counters.items():
+                totals[key] = totals.get(key, 0) + int(value)
+        return totals
+
+    # --------------------------------------------------------- shutdown
+    def stop(self, reason: str) -> None:
+        """Stop the thread, saying `reason` to every consumer; then free
+        everything. Call without the lock; safe twice."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._bye_reason = reason
+        if self._thread.is_alive():
+            self.notify()
+            self._thread.join()
+        else:
+            with self.lock:
+                for sub in list(self.bus.subscribers.values()):
+                    self._drop(sub, "detached at shutdown", bye=reason)
+        for relay in self.relays.values():
+            relay.close()
+        self.relays.clear()
+        for fd in (*self._wake, *self._acquire_wake):
+            os.close(fd)
+
+
+def _drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
