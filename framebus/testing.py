@@ -99,7 +99,7 @@ def _serve(spec: dict[str, object]) -> int:
                 buffer = bus.acquire(timeout=0.1)
             except TimeoutError:
                 continue
-            pattern.draw(buffer.views.planes, bus.next_seq)
+            pattern.draw(buffer.planes, bus.next_seq)
             bus.publish(buffer)
     return 0
 

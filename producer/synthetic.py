@@ -54,7 +54,7 @@ class SyntheticSource:
             return None
         # The sequence number publish() will give is known: the bus counts up.
         seq = bus.next_seq
-        self._pattern.draw(buffer.views.planes, seq)
+        self._pattern.draw(buffer.planes, seq)
         return bus.publish(buffer)
 
     def close(self) -> None:
