@@ -230,3 +230,24 @@ def test_a_padded_nv12_stream_from_a_real_producer():
     up = np.repeat(np.repeat(uv, 2, axis=0), 2, axis=1)  # nearest-neighbour chroma
     mean, worst = error(out, yuv_to_bgr(y, up[..., 0], up[..., 1]))
     assert mean < 1.0 and worst <= 3, (mean, worst)
+
+
+@pytest.mark.parametrize("fourcc", ["NV12", "MJPG"])
+def test_a_producers_buffer_converts_too(fourcc):
+    fmt = FrameFormat(W, H, fourcc, bytesperline=W + 32 if fourcc == "NV12" else 0)
+    pool = framebus.BufferPool.allocate(fmt, 1)
+    try:
+        buffer = pool.buffers[0]
+        Pattern(fmt).draw(buffer.planes, 9)  # an MJPG buffer keeps junk after the JPEG
+        assert [p.shape for p in buffer.planes] == [p.shape for p in fmt.planes]
+        bgr = to_bgr(buffer)
+        planes = [np.array(p) for p in buffer.planes]
+    finally:
+        pool.close()
+    if fourcc == "MJPG":  # flat 8x8 blocks of grey; the first 8 hold the stamp 9, 0, 0...
+        assert (bgr[:8, :8] == 9).all() and (bgr[:8, 8:16] == 0).all()
+        assert (bgr[8:16, :8] == (16 + 4 * 9) % 256).all()
+    else:
+        up = np.repeat(np.repeat(planes[1], 2, axis=0), 2, axis=1)
+        mean, worst = error(bgr, yuv_to_bgr(planes[0], up[..., 0], up[..., 1]))
+        assert mean < 1.0 and worst <= 3
