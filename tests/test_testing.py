@@ -32,15 +32,18 @@ def wrong_shape(seq: int) -> np.ndarray:
 
 
 def frames(path: str, count: int, **consumer: object) -> list[tuple[int, np.ndarray, int]]:
-    """`count` frames' (seq, pixels, bytesused), each checked still valid."""
+    """`count` frames' (seq, pixels, bytesused), read intact (a frame whose
+    lease a stalled test lost is skipped: read, then check valid())."""
     got = []
     with framebus.Consumer(path, **consumer) as cam:  # type: ignore[arg-type]
-        for _ in range(count):
+        for _ in range(count * 5):
             with cam.get(timeout=10) as frame:
                 pixels = np.array(frame.array)
-                assert frame.valid()
-                got.append((frame.seq, pixels, frame.bytesused))
-    return got
+                if frame.valid():
+                    got.append((frame.seq, pixels, frame.bytesused))
+            if len(got) == count:
+                return got
+    pytest.fail(f"only {len(got)} of {count} frames arrived intact")
 
 
 def test_the_shipped_fixture_serves_checkable_frames(framebus_producer):
