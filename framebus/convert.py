@@ -107,6 +107,10 @@ def to_bgr(frame: FrameLike, dst: BGRImage | None = None) -> BGRImage:
     return _into(out, dst)
 
 
+class _BadDestination(FramebusError, ValueError):
+    """`dst` cannot hold the BGR image."""
+
+
 def _check_dst(dst: BGRImage | None, fmt: FrameFormat) -> None:
     if dst is None:
         return
@@ -120,10 +124,6 @@ def _check_dst(dst: BGRImage | None, fmt: FrameFormat) -> None:
     if dst.strides[1:] != (3, 1):
         raise _BadDestination(f"dst's pixels must be contiguous (strides (..., 3, 1)), "
                               f"not {dst.strides}")
-
-
-class _BadDestination(FramebusError, ValueError):
-    """`dst` cannot hold the BGR image."""
 
 
 def _into(out: BGRImage, dst: BGRImage | None) -> BGRImage:

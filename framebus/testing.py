@@ -76,9 +76,8 @@ class _BadFrames(FramebusError, ValueError):
 
 @contextmanager
 def synthetic_producer(width: int = 320, height: int = 240, pixel_format: str = "RGB3",
-                       fps: float = 100.0, buffers: int = 8, bytesperline: int = 0,
-                       frames: FrameSource = None,
-                       startup_timeout: float = 10.0) -> Iterator[str]:
+                       fps: float = 100.0, buffers: int = 8, startup_timeout: float = 10.0,
+                       *, bytesperline: int = 0, frames: FrameSource = None) -> Iterator[str]:
     """Run a producer in a child process; yields its socket path.
 
     Without `frames`, frames carry the test pattern (`framebus.pattern.Pattern`),
