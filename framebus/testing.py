@@ -44,6 +44,7 @@ import argparse
 import importlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -96,19 +97,34 @@ def synthetic_producer(width: int = 320, height: int = 240, pixel_format: str = 
                 "frames": _frames_spec(fmt, frames, workdir)}
         with open(log_path, "w") as log:
             child = subprocess.Popen([sys.executable, "-m", "framebus.testing", json.dumps(spec)],
-                                     stdout=subprocess.DEVNULL, stderr=log, cwd=workdir)
+                                     stdout=subprocess.PIPE, stderr=log, cwd=workdir)
         try:
-            deadline = time.monotonic() + startup_timeout
-            while not os.path.exists(path):
-                if child.poll() is not None or time.monotonic() > deadline:
-                    with open(log_path) as log:
-                        raise FramebusError(f"test producer did not start:\n{log.read()}")
-                time.sleep(0.02)
+            _wait_ready(child, startup_timeout, log_path)
             yield path
         finally:
             _stop(child)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_ready(child: subprocess.Popen[bytes], timeout: float, log_path: str) -> None:
+    """Wait for the child's "ready" line: it prints it once its socket
+    listens (the socket file appears at bind(), a moment before listen())."""
+    assert child.stdout is not None
+    with child.stdout:
+        readable, _, _ = select.select([child.stdout], [], [], timeout)
+        line = child.stdout.readline() if readable else b""
+    if line.strip() == b"ready":
+        return
+    if not readable:
+        problem = f"was not ready in {timeout} s"
+    else:  # its stdout closed: it is exiting
+        try:
+            problem = f"exited with status {child.wait(timeout=10)}"
+        except subprocess.TimeoutExpired:
+            problem = "closed its stdout without saying it was ready"
+    with open(log_path) as log:
+        raise FramebusError(f"test producer {problem}:\n{log.read()}")
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
@@ -219,6 +235,11 @@ def _serve(spec: dict[str, Any]) -> int:
     """The child: publish frames at the asked rate until SIGTERM."""
     from .producer import Producer
 
+    # Stdout says "ready" to the parent, once; anything else printed (by a
+    # frames function, say) goes to the log with stderr.
+    ready = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -228,6 +249,8 @@ def _serve(spec: dict[str, Any]) -> int:
     write(fmt.views(np.zeros(fmt.sizeimage, np.uint8)), 1)  # fail before the socket appears
     period = 1.0 / float(spec["fps"]) if spec["fps"] else 0.0
     with Producer(str(spec["socket"]), fmt, int(spec["buffers"])) as bus:
+        with ready:
+            ready.write("ready\n")  # the socket listens: consumers may attach
         next_at = time.monotonic()
         while not stop.is_set():
             if period:

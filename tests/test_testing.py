@@ -28,7 +28,13 @@ def frame_of(seq: int) -> np.ndarray:
 
 
 def wrong_shape(seq: int) -> np.ndarray:
+    print("a frames function may print")  # into the producer's log, not its "ready" line
     return np.zeros((3, 3), np.uint8)
+
+
+def chatty(seq: int) -> np.ndarray:
+    print(f"frame {seq}")
+    return frame_of(seq)
 
 
 def frames(path: str, count: int, **consumer: object) -> list[tuple[int, np.ndarray, int]]:
@@ -136,9 +142,10 @@ def test_mjpg_images_keep_their_own_size():
         assert bytesused == jpegs[(seq - 1) % 3].size
 
 
-@pytest.mark.parametrize("source", ["object", "name"])
+@pytest.mark.parametrize("source", ["object", "name", "chatty"])
 def test_a_producer_serves_a_function_of_the_sequence_number(source):
-    given = frame_of if source == "object" else f"{frame_of.__module__}:frame_of"
+    given = {"object": frame_of, "name": f"{frame_of.__module__}:frame_of",
+             "chatty": chatty}[source]
     with synthetic_producer(width=32, height=16, pixel_format="GREY", frames=given,
                             fps=50) as path:
         got = frames(path, 3)
@@ -169,7 +176,7 @@ def test_a_function_the_child_cannot_import_is_refused():
 
 
 def test_a_function_making_wrong_frames_stops_the_start_with_its_error():
-    with pytest.raises(framebus.FramebusError, match=r"did not start(.|\n)*wrong_shape\(1\): "
+    with pytest.raises(framebus.FramebusError, match=r"producer exited(.|\n)*wrong_shape\(1\): "
                                                      r"a GREY image has shape \(16, 32\)"):
         with synthetic_producer(width=32, height=16, pixel_format="GREY", frames=wrong_shape):
             pytest.fail("no producer should start")
@@ -207,3 +214,10 @@ def test_python_m_framebus_testing_explains_itself():
     out = subprocess.run([sys.executable, "-m", "framebus.testing", "--help"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "JSON" in out.stdout
+
+
+
+def test_a_producer_that_is_not_ready_in_time_is_stopped_and_reported():
+    with pytest.raises(framebus.FramebusError, match="was not ready in 0.001 s"):
+        with synthetic_producer(startup_timeout=0.001):
+            pytest.fail("the producer cannot be ready in a millisecond")
