@@ -107,20 +107,31 @@ class Buffer:
     """A producer-side buffer: writable views of its planes.
 
     Obtained from `Producer.acquire()`; fill `array` (or `planes`), then give
-    it to `Producer.publish()`.
+    it to `Producer.publish()`. `planes` are the same numpy plane views a
+    consumer's `Frame.planes` gives (Y and UV for NV12, ...), writable here;
+    `memory_planes` says where each plane lives (memory, offset, length,
+    bytesperline), as the buffer table describes it.
     """
 
-    __slots__ = ("index", "planes", "views")
+    __slots__ = ("index", "memory_planes", "views", "format")
 
-    def __init__(self, index: int, planes: tuple[Plane, ...], views: FrameViews) -> None:
+    def __init__(self, index: int, memory_planes: tuple[Plane, ...], views: FrameViews,
+                 fmt: FrameFormat) -> None:
         self.index = index
-        self.planes = planes
+        self.memory_planes = memory_planes
         self.views = views
+        self.format = fmt
 
     @property
     def array(self) -> np.ndarray:
         """The frame as a numpy array (shape per DESIGN.md's format table)."""
         return self.views.array
+
+    @property
+    def planes(self) -> tuple[np.ndarray, ...]:
+        """Each plane's writable view (Y, UV for NV12; Y, U, V for YU12; one
+        for packed formats), with `bytesperline` strides honoured."""
+        return self.views.planes
 
     @property
     def raw(self) -> np.ndarray:
@@ -150,7 +161,7 @@ class BufferPool:
         try:
             for fd, mem in zip(fds, table.memories):
                 self._maps.append(memfd.map_shared(fd, mem.size, writable=writable))
-            self.buffers = [Buffer(n, planes, frame_views(fmt, planes, self._maps))
+            self.buffers = [Buffer(n, planes, frame_views(fmt, planes, self._maps), fmt)
                             for n, planes in enumerate(table.buffers)]
         except BaseException:
             self.close()

@@ -54,8 +54,8 @@ class SyntheticSource:
             return None
         # The sequence number publish() will give is known: the bus counts up.
         seq = bus.next_seq
-        self._pattern.draw(buffer.views.planes, seq)
-        return bus.publish(buffer)
+        used = self._pattern.draw(buffer.planes, seq)  # an MJPG frame's size varies
+        return bus.publish(buffer, bytesused=used)
 
     def close(self) -> None:
         pass
