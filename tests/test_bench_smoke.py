@@ -10,11 +10,13 @@ import json
 import psutil
 import pytest
 
-from framebus_bench import cli, transports
+from framebus_bench import cli, references, transports
 
 REQUIRED = [n for n in transports.NAMES if not transports.is_optional(n)]
+REFERENCES = (transports.FLOOR, transports.LEAN_SEQPACKET, transports.LEAN_ZMQ)
 PHASES = {(m, c) for m in ("paced", "flat") for c in ("inplace", "capture")}
-NUMERIC = ("fps_per_consumer", "published_fps", "cpu_us_per_frame", "producer_peak_rss_mb", "consumer_uss_mb")
+NUMERIC = ("fps_per_consumer", "published_fps", "cpu_us_per_frame", "producer_peak_rss_mb", "consumer_uss_mb",
+           "consumer_cpu_us_per_frame", "producer_cpu_us_per_publish")
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -22,13 +24,23 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--quick", "--smoke", "--sizes", "--consumers", "--transports", "--duration", "--repeat", "--out"):
+    for option in ("--quick", "--smoke", "--must-show", "--cases", "--sizes", "--consumers", "--transports",
+                   "--duration", "--repeat", "--out"):
         assert option in out
 
 
 def test_bad_arguments_are_refused() -> None:
     assert cli.main(["--smoke", "--transports", "nosuch"]) == 2
     assert cli.main(["--smoke", "--sizes", "12xab"]) == 2
+    assert cli.main(["--smoke", "--cases", "sideways"]) == 2
+
+
+def test_must_show_preset_plans_only_the_cells_it_checks() -> None:
+    args = cli._parser().parse_args(["--must-show"])
+    preset, frames, consumers, repeat, _, cases, names = cli._plan(args)
+    assert preset == "must-show" and repeat == 3 and cases == ["inplace"]
+    assert [f.key for f in frames] == ["64x64", "640x480", "1920x1080", "3840x2160"] and consumers == [1, 4]
+    assert {"framebus", "framebus-socket", "iceoryx2", *REFERENCES} == set(names)
 
 
 @pytest.mark.timeout(120)
@@ -54,6 +66,32 @@ def test_smoke_run(tmp_path) -> None:
             for field in ("latency_p50_us", "latency_p99_us"):
                 assert r[field] is None or r[field] > 0, (name, field)
         assert sum(r["fps_per_consumer"] for r in rows) > 0, f"no frame reached a {name} consumer"
+        for r in rows:  # one repetition: the spread is that one value
+            assert r["latency_p50_us_range"] is None or r["latency_p50_us_range"][0] == r["latency_p50_us"]
+    assert set(REFERENCES) <= set(doc["config"]["transports"])
+
+    # framebus's ratios to the references, for every cell both ran and every metric
+    ratios = doc["ratios"]
+    for variant, lean in references.VARIANTS.items():
+        for case in ("inplace", "capture"):
+            got = {r["metric"]: r for r in ratios if r["transport"] == variant and r["case"] == case}
+            assert set(got) == {m.key for m in references.METRICS}, (variant, case, sorted(got))
+            for m in references.METRICS:
+                r = got[m.key]
+                assert r["reference"] == (lean if m.reference == references.LEAN else m.reference)
+                assert r["ratio"] > 0 and r["range"][0] <= r["range"][1]
+                assert r["ratio"] == pytest.approx(r["value"] / r["reference_value"], abs=0.01)
+    # the must-show checks: each judged (met or missed) where this run measured it
+    checks = {c["target"]: c for c in doc["must_show"]}
+    assert len(checks) == len(doc["must_show"]) == 10
+    may_lack = {t for t in checks if "1 consumer" in t or "4K" in t}  # smoke: 2 consumers, 64x64 only
+    if "iceoryx2" not in doc["config"]["transports"]:  # optional
+        may_lack |= {t for t in checks if "iceoryx2" in t}
+    unmeasured = {t for t, c in checks.items() if c["met"] is None}
+    assert unmeasured <= may_lack, unmeasured
+    assert all(isinstance(c["met"], bool) and c["evidence"] for t, c in checks.items() if t not in unmeasured)
+    text = (tmp_path / path.name.replace(".json", ".md")).read_text()
+    assert "framebus ÷ the lean references" in text and "must-show" in text
 
     # everything the bench started is gone (multiprocessing's resource tracker
     # lives as long as this interpreter, by design)
