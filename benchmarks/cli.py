@@ -46,7 +46,7 @@ MUST_SHOW_TRANSPORTS = "framebus,framebus-socket,pipe-floor,lean-seqpacket,lean-
 
 PRESETS: dict[str, Preset] = {
     "full": Preset(ALL_SIZES, "1,2,4,8", 3, Timing(duration=1.0, warmup=0.2, gap=0.1)),
-    "must-show": Preset(ALL_SIZES, "1,4", 3, Timing(duration=1.2, warmup=0.3, gap=0.1),
+    "must-show": Preset(ALL_SIZES, "1,4", 3, Timing(duration=1.5, warmup=0.3, gap=0.1),
                         cases=INPLACE, transports=MUST_SHOW_TRANSPORTS),
     "quick": Preset("64x64,1920x1080,3840x2160", "1,4", 1, Timing(duration=0.35, warmup=0.1, gap=0.05)),
     "smoke": Preset("64x64", "2", 1, Timing(duration=0.03, warmup=0.02, gap=0.01, rate=200.0, wait=0.01)),
@@ -70,9 +70,9 @@ references (in every run unless --transports leaves them out): pipe-floor (the
   report gives framebus's ratios to them and checks issue 10's must-show targets.
 presets: --must-show (the cells those targets need: 4 sizes, 1 and 4 consumers,
            framebus, framebus-socket, the references, iceoryx2; in-place;
-           3 repetitions; about 10 min),
-         --quick (3 sizes, 1 and 4 consumers, 1 repetition, about 3 min),
-         --smoke (one tiny size, ~3 s, for CI); default: the full matrix (~45 min).
+           3 repetitions of 1.5 s windows; 288 cells, about 10 min),
+         --quick (3 sizes, 1 and 4 consumers, 1 repetition, about 2-3 min),
+         --smoke (one tiny size, ~3 s, for CI); default: the full matrix (~40 min).
 Writes <out>/bench-<preset>-<time>.{json,md,png}; iceoryx2 and matplotlib are
 optional (pip install 'framebus[bench]').
 """
@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     preset = p.add_mutually_exclusive_group()
-    preset.add_argument("--quick", action="store_true", help="a subset that finishes in under 2 minutes")
+    preset.add_argument("--quick", action="store_true", help="a subset that finishes in 2-3 minutes")
     preset.add_argument("--smoke", action="store_true", help="tiny sizes, about 3 s: checks that everything runs")
     preset.add_argument("--must-show", action="store_true",
                         help="just the cells issue 10's must-show checks need (about 10 min)")

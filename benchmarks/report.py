@@ -305,8 +305,9 @@ def plot(path: str, rows: list[dict[str, Any]], transports: list[str]) -> str | 
         return "matplotlib is not installed: no plot (pip install 'framebus[bench]')"
     counts = sorted({r["consumers"] for r in rows})
     n = 4 if 4 in counts else counts[-1]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
-    for col, case in enumerate((INPLACE, CAPTURE)):
+    cases = [c for c in (INPLACE, CAPTURE) if any(r["case"] == c for r in rows)]
+    fig, axes = plt.subplots(2, len(cases), figsize=(5.5 * len(cases), 8), sharex=True, squeeze=False)
+    for col, case in enumerate(cases):
         for row, (mode, field, label) in enumerate(
             ((PACED, "latency_p50_us", "p50 latency, µs (paced)"), (FLAT, "fps_per_consumer", "frames/s per consumer (flat-out)"))
         ):

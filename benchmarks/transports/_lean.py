@@ -42,7 +42,11 @@ class MemfdBuffers:
         self.count = buffer_count(setup)
         self.stride = -(-self.nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
-        os.ftruncate(self.fd, self.count * self.stride)
+        try:
+            os.ftruncate(self.fd, self.count * self.stride)
+        except OSError:
+            self.close()
+            raise
 
     def map(self, writable: bool) -> tuple[mmap.mmap, list[np.ndarray]]:
         """The mapping and a pre-built view per buffer (read-only unless ``writable``)."""

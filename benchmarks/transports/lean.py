@@ -36,14 +36,27 @@ class _Lean(Transport):
 
     def __init__(self, setup: Setup) -> None:
         super().__init__(setup)
-        self.buffers = MemfdBuffers(setup, f"fbbench-{self.name}-{setup.tag}")
         self.fds: list[int] = []  # parent-made pipe ends, closed in cleanup
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []  # parent-made socket pairs, likewise
+        self.buffers = MemfdBuffers(setup, f"fbbench-{self.name}-{setup.tag}")
+        try:
+            self.open_channel()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def open_channel(self) -> None:
+        """Parent side: make what the forks inherit (into ``fds`` and ``pairs``)."""
 
     def cleanup(self) -> None:
         self.buffers.close()
         for fd in self.fds:
             os.close(fd)
         self.fds.clear()
+        for pair in self.pairs:
+            for s in pair:
+                s.close()
+        self.pairs.clear()
 
 
 # --------------------------------------------------------------------------- pipe floor
@@ -110,11 +123,13 @@ class PipeFloor(_Lean):
     describe = ("the wake-up floor: FRAME into a pipe per consumer, consumer blocks in poll()+read(); "
                 "memfd buffers; releases on a second pipe only in flat (lossless) mode")
 
-    def __init__(self, setup: Setup) -> None:
-        super().__init__(setup)
-        self.frames = [os.pipe() for _ in range(setup.consumers)]
-        self.acks = [os.pipe() for _ in range(setup.consumers)] if setup.lossless else []
-        self.fds = [fd for pair in self.frames + self.acks for fd in pair]
+    def open_channel(self) -> None:
+        self.frames: list[tuple[int, int]] = []
+        self.acks: list[tuple[int, int]] = []
+        for pipes in [self.frames] + ([self.acks] if self.setup.lossless else []):
+            for _ in range(self.setup.consumers):
+                pipes.append(os.pipe())
+                self.fds += pipes[-1]
 
     def producer(self) -> ProducerSide:
         return _PipeProducer(self)
@@ -179,21 +194,15 @@ class LeanSeqpacket(_Lean):
     describe = ("lean reference: a SOCK_SEQPACKET pair per consumer, struct FRAME, blocking recv, "
                 "RELEASE back on the same socket, producer drains releases itself; memfd buffers")
 
-    def __init__(self, setup: Setup) -> None:
-        super().__init__(setup)
-        self.pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(setup.consumers)]
+    def open_channel(self) -> None:
+        for _ in range(self.setup.consumers):
+            self.pairs.append(socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET))
 
     def producer(self) -> ProducerSide:
         return _SeqpacketProducer(self)
 
     def consumer(self, index: int) -> ConsumerSide:
         return _SeqpacketConsumer(self, index)
-
-    def cleanup(self) -> None:
-        super().cleanup()
-        for pair in self.pairs:
-            for s in pair:
-                s.close()
 
 
 # --------------------------------------------------------------------------- zmq
@@ -276,9 +285,8 @@ class LeanZmq(_Lean):
     name = "lean-zmq"
     describe = ("lean reference: pyzmq ROUTER/DEALER over ipc://, struct FRAME and RELEASE, "
                 "producer drains releases itself; memfd buffers")
-    def __init__(self, setup: Setup) -> None:
-        super().__init__(setup)
-        self.endpoint = "ipc://" + os.path.join(setup.workdir, "lean.sock")
+    def open_channel(self) -> None:
+        self.endpoint = "ipc://" + os.path.join(self.setup.workdir, "lean.sock")
 
     def producer(self) -> ProducerSide:
         return _ZmqProducer(self)
