@@ -85,6 +85,8 @@ class LeanProducer(ProducerSide):
         self.held = [0] * setup.consumers
         self.free: deque[int] = deque(range(buffers.count))
         self.index = -1
+        #: lossless mode: how long publish waits for a consumer to make room
+        self.send_timeout = 5.0
 
     # -- the channel
 
@@ -123,7 +125,7 @@ class LeanProducer(ProducerSide):
         index = self.index
         message = FRAME.pack(seq, index, timestamp_ns, self.nbytes)
         dropped = sent = 0
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + self.send_timeout
         for i in range(self.consumers):
             if self.lossless:
                 while self.held[i] >= QUEUE_DEPTH:
