@@ -74,7 +74,7 @@ presets: --must-show (the cells those targets need: 4 sizes, 1 and 4 consumers,
          --quick (3 sizes, 1 and 4 consumers, 1 repetition, about 2-3 min),
          --smoke (one tiny size, ~3 s, for CI); default: the full matrix (~40 min).
 Writes <out>/bench-<preset>-<time>.{json,md,png}; iceoryx2 and matplotlib are
-optional (pip install 'framebus[bench]').
+optional (pip install -e './benchmarks[plots,iceoryx2]').
 """
 
 
@@ -151,7 +151,7 @@ def _available(names: list[str]) -> tuple[dict[str, type[Transport]], list[str]]
         except ImportError as exc:
             if not transports.is_optional(name):
                 raise
-            notes.append(f"{name} skipped: it cannot be imported here ({exc}); pip install 'framebus[bench]'")
+            notes.append(f"{name} skipped: it cannot be imported here ({exc}); pip install -e './benchmarks[plots,iceoryx2]'")
     return found, notes
 
 

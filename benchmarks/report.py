@@ -302,7 +302,7 @@ def plot(path: str, rows: list[dict[str, Any]], transports: list[str]) -> str | 
         import matplotlib.pyplot as plt
         import matplotlib.ticker
     except ImportError:
-        return "matplotlib is not installed: no plot (pip install 'framebus[bench]')"
+        return "matplotlib is not installed: no plot (pip install -e './benchmarks[plots,iceoryx2]')"
     counts = sorted({r["consumers"] for r in rows})
     n = 4 if 4 in counts else counts[-1]
     cases = [c for c in (INPLACE, CAPTURE) if any(r["case"] == c for r in rows)]
