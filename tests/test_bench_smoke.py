@@ -7,6 +7,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+import threading
+import time
+from typing import Any
 
 import psutil
 import pytest
@@ -150,3 +153,45 @@ def test_lean_reference_moves_frames_and_leases(name: str, lossless: bool, tmp_p
             prod.close()
     finally:
         t.cleanup()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", REFERENCES)
+def test_lean_reference_lossless_with_a_slow_consumer(name: str, tmp_path, no_leaks) -> None:
+    """Two consumer threads, one slow: the producer waits for the slow one while the
+    fast one releases the very frame being published; no buffer may go missing."""
+    frames = 150
+    t = transports.load(name)(Setup(SIZES["64x64"], 2, str(tmp_path), f"s{os.getpid()}", True))
+    seen: list[list[int]] = [[], []]
+
+    def consume(side: Any, index: int) -> None:
+        while len(seen[index]) < frames:
+            got = side.receive(5.0)
+            if got is None:
+                return
+            seen[index].append(read_stamp(got.array)[0])
+            del got
+            if index:
+                time.sleep(0.0005)
+            side.release()
+
+    try:
+        prod, sides = t.producer(), [t.consumer(0), t.consumer(1)]
+        threads = [threading.Thread(target=consume, args=(s, i)) for i, s in enumerate(sides)]
+        try:
+            for th in threads:
+                th.start()
+            for seq in range(1, frames + 1):
+                frame = prod.acquire(5.0)
+                stamp(frame, seq, seq)
+                del frame
+                prod.publish(None, seq, seq)  # type: ignore[arg-type]
+        finally:
+            for th in threads:
+                th.join(10)
+            for side in sides:
+                side.close()
+            prod.close()
+    finally:
+        t.cleanup()
+    assert seen == [list(range(1, frames + 1))] * 2

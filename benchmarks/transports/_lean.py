@@ -72,7 +72,8 @@ def unmap(mm: mmap.mmap | None, views: list[np.ndarray]) -> None:
 
 
 class LeanProducer(ProducerSide):
-    """Leases, the minimum: how many consumers hold each buffer, how many frames each
+    """Leases, the minimum: how many hold each buffer (consumers, and the producer from
+    ``acquire`` to the end of ``publish``), how many frames each
     consumer holds, the free buffers. Lossy: a consumer QUEUE_DEPTH behind misses the
     frame. Lossless: publish waits (draining releases) until it has room."""
 
@@ -119,12 +120,13 @@ class LeanProducer(ProducerSide):
         while not self.free:
             self._wait(deadline, "no free buffer")
         self.index = self.free.popleft()
+        self.holders[self.index] = 1  # the producer's own hold, until publish has sent it to all
         return self.views[self.index]
 
     def publish(self, frame: np.ndarray, seq: int, timestamp_ns: int) -> int:
         index = self.index
         message = FRAME.pack(seq, index, timestamp_ns, self.nbytes)
-        dropped = sent = 0
+        dropped = 0
         deadline = time.monotonic() + self.send_timeout
         for i in range(self.consumers):
             if self.lossless:
@@ -136,9 +138,9 @@ class LeanProducer(ProducerSide):
                 dropped += 1
                 continue
             self.held[i] += 1
-            sent += 1
-        self.holders[index] = sent
-        if not sent:
+            self.holders[index] += 1  # before any later wait can drain this consumer's release of it
+        self.holders[index] -= 1  # the producer's own hold
+        if not self.holders[index]:
             self.free.append(index)
         return dropped
 

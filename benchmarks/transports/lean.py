@@ -93,6 +93,7 @@ class _PipeProducer(LeanProducer):
             return super().publish(frame, seq, timestamp_ns)  # type: ignore[arg-type]
         message = FRAME.pack(seq, self.index, timestamp_ns, self.nbytes)
         dropped = sum(not self.send(i, message) for i in range(self.consumers))
+        self.holders[self.index] = 0
         self.free.append(self.index)  # no leases: round robin over the buffers
         return dropped
 
