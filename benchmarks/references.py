@@ -109,7 +109,8 @@ def _ratio_check(rows: list[dict[str, Any]], target: str, name: str, metrics: tu
                  limit: float, at_least: bool = False, consumers: int | None = None) -> Check:
     found = [w for m in metrics if (w := _worst(rows, name, m, lowest=at_least, consumers=consumers))]
     if not found:
-        return Check(target, None, "not measured in this run (needs both transports)")
+        need = f"{name} and {VARIANTS[name]}" + (f" with {consumers} consumer(s)" if consumers else "")
+        return Check(target, None, f"not measured in this run (needs cells of {need})")
     worst = (min if at_least else max)(found, key=lambda r: r["ratio"])
     ok = worst["ratio"] >= limit if at_least else worst["ratio"] <= limit
     return Check(target, ok, f"worst {_where(worst)}")
