@@ -10,26 +10,46 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
 
 from framebus.commands import Command
 
-from framebus_bench import report, stats, transports
+from framebus_bench import references, report, stats, transports
 from framebus_bench.harness import CellError, run_cell
 from framebus_bench.transports.base import Transport
-from framebus_bench.workload import ALL_PHASES, FLAT, PACED, CellSpec, FrameSpec, Timing, parse_size
+from framebus_bench.workload import ALL_PHASES, CAPTURE, FLAT, INPLACE, PACED, CellSpec, FrameSpec, Timing, parse_size
 
 BACKGROUND_LIMIT = 10  # % of the CPUs used by other processes during a cell: noted as perturbed
 SETTLE = 0.1  # s of quiet between cells, so one cell's teardown does not hit the next
 DEFAULT_OUT = "bench-results"  # under the current directory
 
-#: name -> (sizes, consumer counts, repetitions, timing)
-PRESETS: dict[str, tuple[str, str, int, Timing]] = {
-    "full": ("64x64,640x480,1920x1080,3840x2160", "1,2,4,8", 3, Timing(duration=1.0, warmup=0.2, gap=0.1)),
-    "quick": ("64x64,1920x1080,3840x2160", "1,4", 1, Timing(duration=0.35, warmup=0.1, gap=0.05)),
-    "smoke": ("64x64", "2", 1, Timing(duration=0.03, warmup=0.02, gap=0.01, rate=200.0, wait=0.01)),
+ALL_SIZES = "64x64,640x480,1920x1080,3840x2160"
+
+
+@dataclass(frozen=True)
+class Preset:
+    sizes: str
+    consumers: str
+    repeat: int
+    timing: Timing
+    cases: str = f"{INPLACE},{CAPTURE}"
+    transports: str | None = None  # None: every transport
+
+
+#: the cells issue 10's must-show checks need, and nothing else: framebus's two
+#: channels, the lean references, iceoryx2; in-place only (framebus and the
+#: references map the capture buffer, so their capture case is the same work)
+MUST_SHOW_TRANSPORTS = "framebus,framebus-socket,pipe-floor,lean-seqpacket,lean-zmq,iceoryx2"
+
+PRESETS: dict[str, Preset] = {
+    "full": Preset(ALL_SIZES, "1,2,4,8", 3, Timing(duration=1.0, warmup=0.2, gap=0.1)),
+    "must-show": Preset(ALL_SIZES, "1,4", 3, Timing(duration=1.5, warmup=0.3, gap=0.1),
+                        cases=INPLACE, transports=MUST_SHOW_TRANSPORTS),
+    "quick": Preset("64x64,1920x1080,3840x2160", "1,4", 1, Timing(duration=0.35, warmup=0.1, gap=0.05)),
+    "smoke": Preset("64x64", "2", 1, Timing(duration=0.03, warmup=0.02, gap=0.01, rate=200.0, wait=0.01)),
 }
 
 EPILOG = """\
@@ -45,10 +65,16 @@ producer cases:
   capture  the frame starts in a separate capture buffer (a camera's); a
            transport that cannot map it copies it in; framebus maps it (V4L2
            USERPTR), so only its stamp is written
-presets: --quick (3 sizes, 1 and 4 consumers, 1 repetition, < 2 min),
-         --smoke (one tiny size, ~2 s, for CI); default: the full matrix (~30 min).
+references (in every run unless --transports leaves them out): pipe-floor (the
+  wake-up floor), lean-seqpacket and lean-zmq (framebus's job, nothing else); the
+  report gives framebus's ratios to them and checks issue 10's must-show targets.
+presets: --must-show (the cells those targets need: 4 sizes, 1 and 4 consumers,
+           framebus, framebus-socket, the references, iceoryx2; in-place;
+           3 repetitions of 1.5 s windows; 288 cells, about 10 min),
+         --quick (3 sizes, 1 and 4 consumers, 1 repetition, about 2-3 min),
+         --smoke (one tiny size, ~3 s, for CI); default: the full matrix (~40 min).
 Writes <out>/bench-<preset>-<time>.{json,md,png}; iceoryx2 and matplotlib are
-optional (pip install 'framebus[bench]').
+optional (pip install -e './benchmarks[plots,iceoryx2]').
 """
 
 
@@ -64,12 +90,15 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     preset = p.add_mutually_exclusive_group()
-    preset.add_argument("--quick", action="store_true", help="a subset that finishes in under 2 minutes")
-    preset.add_argument("--smoke", action="store_true", help="tiny sizes, about 2 s: checks that everything runs")
+    preset.add_argument("--quick", action="store_true", help="a subset that finishes in 2-3 minutes")
+    preset.add_argument("--smoke", action="store_true", help="tiny sizes, about 3 s: checks that everything runs")
+    preset.add_argument("--must-show", action="store_true",
+                        help="just the cells issue 10's must-show checks need (about 10 min)")
     p.add_argument("--sizes", help="frame sizes: 64x64,640x480,1920x1080,3840x2160 (aliases vga,1080p,4k) or WxH:FOURCC")
     p.add_argument("--consumers", help="consumer counts, e.g. 1,2,4,8")
     p.add_argument("--transports", help=f"subset of {','.join(transports.NAMES)} (default: all)")
     p.add_argument("--modes", default="paced,flat", help="load modes to run: paced,flat (default both)")
+    p.add_argument("--cases", help="producer cases to run: inplace,capture (default both; --must-show: inplace)")
     p.add_argument("--duration", type=float, help="measured seconds per phase")
     p.add_argument("--warmup", type=float, help="warm-up seconds before each phase's window")
     p.add_argument("--rate", type=float, help="frames/s of the paced mode (default 100)")
@@ -81,10 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _plan(args: argparse.Namespace) -> tuple[str, list[FrameSpec], list[int], int, Timing]:
-    preset = "smoke" if args.smoke else "quick" if args.quick else "full"
-    sizes, counts, repeat, timing = PRESETS[preset]
-    custom = any(v is not None for v in (args.sizes, args.consumers, args.duration, args.repeat, args.rate, args.warmup))
+def _plan(args: argparse.Namespace) -> tuple[str, list[FrameSpec], list[int], int, Timing, list[str], list[str]]:
+    """preset name, sizes, consumer counts, repetitions, timing, cases, transports."""
+    preset = "smoke" if args.smoke else "quick" if args.quick else "must-show" if args.must_show else "full"
+    plan = PRESETS[preset]
+    sizes, counts, repeat, timing = plan.sizes, plan.consumers, plan.repeat, plan.timing
+    custom = any(v is not None for v in (args.sizes, args.consumers, args.duration, args.repeat, args.rate, args.warmup,
+                                         args.cases))
     timing = Timing(
         duration=args.duration if args.duration is not None else timing.duration,
         warmup=args.warmup if args.warmup is not None else timing.warmup,
@@ -101,7 +133,11 @@ def _plan(args: argparse.Namespace) -> tuple[str, list[FrameSpec], list[int], in
     repeat = args.repeat if args.repeat is not None else repeat
     if repeat < 1:
         raise ValueError("--repeat must be >= 1")
-    return preset + ("-custom" if custom else ""), frames, consumers, repeat, timing
+    cases = _csv(args.cases or plan.cases)
+    if not cases or set(cases) - {INPLACE, CAPTURE}:
+        raise ValueError("--cases takes inplace and/or capture")
+    names = _csv(args.transports or plan.transports or ",".join(transports.NAMES))
+    return preset + ("-custom" if custom else ""), frames, consumers, repeat, timing, cases, names
 
 
 def _available(names: list[str]) -> tuple[dict[str, type[Transport]], list[str]]:
@@ -115,7 +151,7 @@ def _available(names: list[str]) -> tuple[dict[str, type[Transport]], list[str]]
         except ImportError as exc:
             if not transports.is_optional(name):
                 raise
-            notes.append(f"{name} skipped: it cannot be imported here ({exc}); pip install 'framebus[bench]'")
+            notes.append(f"{name} skipped: it cannot be imported here ({exc}); pip install -e './benchmarks[plots,iceoryx2]'")
     return found, notes
 
 
@@ -140,11 +176,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
-        preset, frames, consumers, repeat, timing = _plan(args)
+        preset, frames, consumers, repeat, timing, cases, names = _plan(args)
         modes = _csv(args.modes)
         if not modes or set(modes) - {PACED, FLAT}:
             raise ValueError("--modes takes paced and/or flat")
-        names = _csv(args.transports) if args.transports else list(transports.NAMES)
         classes, notes = _available(names)
     except (ValueError, ImportError) as exc:
         print(f"framebus bench: {exc}", file=sys.stderr)
@@ -175,7 +210,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                 shift = (rep + ci) % len(names)  # round-robin: each transport takes every slot in turn
                 for name in names[shift:] + names[:shift]:
                     done += 1
-                    phases = tuple(p for p in ALL_PHASES if p.mode == mode)
+                    phases = tuple(p for p in ALL_PHASES if p.mode == mode and p.case in cases)
                     spec = CellSpec(name, frame, n, phases=phases, timing=timing, rep=rep)
                     t = time.monotonic()
                     try:
@@ -186,7 +221,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                         errors.append({"transport": name, "size": frame.key, "consumers": n, "mode": mode, "rep": rep,
                                        "error": str(exc)})
                         status = "FAILED: " + str(exc).splitlines()[-1]
-                    print(f"[{done}/{total}] {name:9s} {frame.label:16s} {n} cons {mode:5s} rep {rep + 1}: "
+                    print(f"[{done}/{total}] {name:15s} {frame.label:16s} {n} cons {mode:5s} rep {rep + 1}: "
                           f"{status} ({time.monotonic() - t:.1f} s)", file=sys.stderr, flush=True)
                     time.sleep(SETTLE if preset != "smoke" else 0.0)
     except KeyboardInterrupt:
@@ -207,7 +242,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "elapsed_s": round(time.monotonic() - started, 1),
         "interrupted": interrupted,
         "machine": {**report.machine(), "wake_floor": wake},
-        "config": {"sizes": [f.label for f in frames], "consumers": consumers, "modes": modes, "repeat": repeat,
+        "config": {"sizes": [f.label for f in frames], "consumers": consumers, "modes": modes, "cases": cases,
+                   "repeat": repeat,
                    "duration": timing.duration, "warmup": timing.warmup, "rate": timing.rate,
                    "transports": names},
         "transports": {n: classes[n].describe for n in names},
@@ -217,15 +253,17 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     }
     doc["table"] = report.table(rows, names)
     doc["targets"] = report.targets(rows)
+    doc["ratios"] = references.ratios(records)
+    doc["must_show"] = references.must_show(doc["ratios"], rows)
 
     out = args.out or (os.path.join(DEFAULT_OUT, "tmp") if preset == "smoke" else DEFAULT_OUT)
     os.makedirs(out, exist_ok=True)
     base = os.path.join(out, f"bench-{preset}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     if not args.no_plot and preset != "smoke" and rows:
-        note = report.plot(base + ".png", rows, names)
-        if note:
-            doc["notes"].append(note)
-            print(f"note: {note}", file=sys.stderr)
+        plot_note = report.plot(base + ".png", rows, names)
+        if plot_note:
+            doc["notes"].append(plot_note)
+            print(f"note: {plot_note}", file=sys.stderr)
     report.write_json(base + ".json", doc)
     with open(base + ".md", "w") as f:
         f.write(report.markdown(doc))

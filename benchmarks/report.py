@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from framebus_bench import references
 from framebus_bench.workload import CAPTURE, FLAT, INPLACE, PACED
 
 PACKAGES = ("framebus", "numpy", "pyzmq", "msgpack", "psutil", "iceoryx2", "matplotlib")
@@ -69,7 +70,7 @@ def machine() -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -88,7 +89,7 @@ def machine() -> dict[str, Any]:
 # --------------------------------------------------------------------------- table
 
 
-def _index(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+def _index(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
     return {(r["transport"], r["size"], r["consumers"], r["case"], r["mode"]): r for r in rows}
 
 
@@ -104,7 +105,8 @@ def table(rows: list[dict[str, Any]], transports: list[str]) -> str:
     cells = sorted({(r["frame_bytes"], r["size"], r["format"], r["consumers"], r["case"]) for r in rows})
     head = (
         "| size | cons | case | transport | fps/consumer (flat) | p50 µs (paced) | p99 µs (paced) "
-        "| recv % (paced) | CPU µs/frame paced | CPU µs/frame flat | RSS MB prod/cons | USS MB prod/cons | bad |"
+        "| recv % (paced) | CPU µs/frame paced | CPU µs/frame flat | flat CPU µs prod/publish · cons/frame "
+        "| RSS MB prod/cons | USS MB prod/cons | bad |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for _, size, fourcc, n, case in cells:
@@ -121,13 +123,22 @@ def table(rows: list[dict[str, Any]], transports: list[str]) -> str:
                 f"| {size} {fourcc} | {n} | {case} | {t} | {_fmt(f.get('fps_per_consumer'))} "
                 f"| {_fmt(p.get('latency_p50_us'))} | {_fmt(p.get('latency_p99_us'))} "
                 f"| {_fmt(p.get('delivered_pct'))} | {_fmt(p.get('cpu_us_per_frame'))} "
-                f"| {_fmt(f.get('cpu_us_per_frame'))} | {rss} | {uss} | {bad} |"
+                f"| {_fmt(f.get('cpu_us_per_frame'))} "
+                f"| {_fmt(f.get('producer_cpu_us_per_publish'))} · {_fmt(f.get('consumer_cpu_us_per_frame'))} "
+                f"| {rss} | {uss} | {bad} |"
             )
     return "\n".join(lines)
 
 
+def _spread(row: dict[str, Any], field: str) -> str:
+    """`` (min–max)`` over the repetitions, or nothing when there is no spread to show."""
+    lo_hi = row.get(field + "_range")
+    return f" ({_fmt(lo_hi[0])}–{_fmt(lo_hi[1])})" if lo_hi and lo_hi[0] != lo_hi[1] else ""
+
+
 def glance(rows: list[dict[str, Any]], transports: list[str]) -> str:
-    """Compact side-by-side: flat-out fps per consumer · paced p50 latency, per transport."""
+    """Compact side-by-side: flat-out fps per consumer · paced p50 latency, per transport
+    (medians, min–max over the repetitions in brackets)."""
     idx = _index(rows)
     cells = sorted({(r["frame_bytes"], r["size"], r["consumers"], r["case"]) for r in rows})
     lines = ["| size | cons | case | " + " | ".join(transports) + " |", "|---|---|---|" + "---|" * len(transports)]
@@ -135,7 +146,8 @@ def glance(rows: list[dict[str, Any]], transports: list[str]) -> str:
         out = []
         for t in transports:
             f, p = idx.get((t, size, n, case, FLAT), {}), idx.get((t, size, n, case, PACED), {})
-            out.append(f"{_fmt(f.get('fps_per_consumer'))} fps · {_fmt(p.get('latency_p50_us'))} µs")
+            out.append(f"{_fmt(f.get('fps_per_consumer'))}{_spread(f, 'fps_per_consumer')} fps · "
+                       f"{_fmt(p.get('latency_p50_us'))}{_spread(p, 'latency_p50_us')} µs")
         lines.append(f"| {size} | {n} | {case} | " + " | ".join(out) + " |")
     return "\n".join(lines)
 
@@ -154,10 +166,13 @@ LEGEND = """\
 - **CPU µs/frame**: CPU time of the producer and every consumer process (all threads,
   CLOCK_PROCESS_CPUTIME_ID) over the window / frames delivered to all consumers together,
   i.e. per consumer-frame. Paced includes the wake-ups a live source costs.
+- **flat CPU µs prod/publish · cons/frame**: flat-out mode, the producer's CPU time / frames
+  it published (per `publish()`, whatever the consumer count) · the consumers' CPU time
+  together / frames delivered to them.
 - **RSS/USS**: peak RSS (getrusage) and USS at the end (psutil) of the producer and of the
   largest consumer, max over both modes.
 - **bad**: frames whose stamp failed verification (torn or overwritten pixels).
-- Every figure is the median over the repetitions.
+- Every figure is the median over the repetitions; in brackets, where shown, their min–max.
 """
 
 
@@ -209,7 +224,7 @@ def _targets_for(rows: list[dict[str, Any]], name: str) -> list[tuple[str, bool 
             continue
         hi, lo = max(r["cpu_us_per_frame"] for r in cpu), min(r["cpu_us_per_frame"] for r in cpu)
         out.append((f"{name} CPU/frame ≤ 30 µs ({mode})", hi <= 30, f"{lo:.0f}–{hi:.0f} µs per consumer-frame"))
-        by_cell: dict[tuple, dict[str, float]] = {}
+        by_cell: dict[tuple[Any, ...], dict[str, float]] = {}
         for r in cpu:
             by_cell.setdefault((r["consumers"], r["case"]), {})[r["size"]] = r["cpu_us_per_frame"]
         spreads = [(max(v.values()) / min(v.values()), k, v) for k, v in by_cell.items() if len(v) > 1 and min(v.values())]
@@ -250,9 +265,11 @@ def markdown(doc: dict[str, Any]) -> str:
         parts.append(f"Machine wake-up floor at the paced rate (pipe + select between two processes): "
                      f"p50 {wf['p50_us']} µs, p99 {wf['p99_us']} µs.")
     parts += ["", "## At a glance: frames/s per consumer (flat-out) · p50 latency (paced)", "",
-              glance(doc["results"], doc["config"]["transports"]), "", "## All figures", "", doc["table"], "", LEGEND]
+              glance(doc["results"], doc["config"]["transports"]), ""]
+    parts += references.markdown(doc.get("ratios", []), doc.get("must_show", []))
+    parts += ["## All figures", "", doc["table"], "", LEGEND]
     if doc["targets"]:
-        parts += ["## Targets", ""]
+        parts += ["## Targets: earlier issues", ""]
         parts += [f"- {'MET ' if ok else 'MISSED' if ok is False else '?'} {name}: {why}" for name, ok, why in doc["targets"]]
         parts.append("")
     if doc["notes"]:
@@ -264,12 +281,15 @@ def markdown(doc: dict[str, Any]) -> str:
 def write_json(path: str, doc: dict[str, Any]) -> None:
     data = {k: v for k, v in doc.items() if k != "table"}
     data["targets"] = [{"target": n, "met": ok, "evidence": why} for n, ok, why in doc["targets"]]
-    rows = data.pop("results")
-    text = json.dumps(data, indent=1)
-    # one line per result row keeps the file small and diffable
-    body = ",\n  ".join(json.dumps(r, separators=(",", ":")) for r in rows)
+    data["must_show"] = [c._asdict() for c in doc.get("must_show", [])]
+    tables = {k: data.pop(k) for k in ("ratios", "results") if k in data}
+    text = json.dumps(data, indent=1)[:-2]
+    # one line per row keeps the file small and diffable
+    for key, rows in tables.items():
+        body = ",\n  ".join(json.dumps(r, separators=(",", ":")) for r in rows)
+        text += f',\n "{key}": [\n  ' + body + "\n ]"
     with open(path, "w") as f:
-        f.write(text[:-2] + ',\n "results": [\n  ' + body + "\n ]\n}\n")
+        f.write(text + "\n}\n")
 
 
 def plot(path: str, rows: list[dict[str, Any]], transports: list[str]) -> str | None:
@@ -282,11 +302,12 @@ def plot(path: str, rows: list[dict[str, Any]], transports: list[str]) -> str | 
         import matplotlib.pyplot as plt
         import matplotlib.ticker
     except ImportError:
-        return "matplotlib is not installed: no plot (pip install 'framebus[bench]')"
+        return "matplotlib is not installed: no plot (pip install -e './benchmarks[plots,iceoryx2]')"
     counts = sorted({r["consumers"] for r in rows})
     n = 4 if 4 in counts else counts[-1]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
-    for col, case in enumerate((INPLACE, CAPTURE)):
+    cases = [c for c in (INPLACE, CAPTURE) if any(r["case"] == c for r in rows)]
+    fig, axes = plt.subplots(2, len(cases), figsize=(5.5 * len(cases), 8), sharex=True, squeeze=False)
+    for col, case in enumerate(cases):
         for row, (mode, field, label) in enumerate(
             ((PACED, "latency_p50_us", "p50 latency, µs (paced)"), (FLAT, "fps_per_consumer", "frames/s per consumer (flat-out)"))
         ):

@@ -11,6 +11,9 @@ import numpy as np
 from framebus_bench.workload import CellSpec
 
 KEY = ("transport", "size", "consumers", "case", "mode")
+#: figures whose spread over the repetitions goes next to the median: ``<field>_range`` = [min, max]
+SPREAD = ("latency_p50_us", "fps_per_consumer", "cpu_us_per_frame", "consumer_cpu_us_per_frame",
+          "producer_cpu_us_per_publish")
 _MB = 1 << 20
 
 
@@ -51,6 +54,8 @@ def phase_records(spec: CellSpec, raw: dict[str, Any]) -> list[dict[str, Any]]:
                 "latency_samples": int(lat.size),
                 "cpu_us_per_frame": per(cpu_ns),
                 "producer_cpu_us_per_frame": per(p["cpu_ns"]),
+                "consumer_cpu_us_per_frame": per(sum(c["cpu_ns"] for c in cs)),
+                "producer_cpu_us_per_publish": round(p["cpu_ns"] / p["published"] / 1e3, 1) if p["published"] else None,
                 "dropped_by_producer": p["dropped"],
                 "bad_frames": sum(c["bad"] for c in cs),
                 "producer_peak_rss_mb": round(prod_mem["peak_rss"] / _MB, 1),
@@ -64,8 +69,9 @@ def phase_records(spec: CellSpec, raw: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def medians(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Median of every figure over the repetitions of each (transport, size, consumers, case, mode)."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    """Median of every figure over the repetitions of each (transport, size, consumers, case, mode),
+    and the min–max of the :data:`SPREAD` figures."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         groups[tuple(r[k] for k in KEY)].append(r)
     out = []
@@ -77,5 +83,7 @@ def medians(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             values = [r[field] for r in rows if isinstance(r[field], (int, float))]
             merged[field] = round(statistics.median(values), 1) if values else None
+            if field in SPREAD:
+                merged[field + "_range"] = [min(values), max(values)] if values else None
         out.append(merged)
     return out

@@ -18,7 +18,15 @@ REGISTRY: dict[str, tuple[str, bool]] = {
     "mpqueue": ("framebus_bench.transports.mp_queue:MpQueue", False),
     "shmring": ("framebus_bench.transports.shm_ring:ShmRing", False),
     "iceoryx2": ("framebus_bench.transports.iox2:Iceoryx2", True),
+    # the lean references: framebus's job with nothing else, for the ratios in the report
+    "pipe-floor": ("framebus_bench.transports.lean:PipeFloor", False),
+    "lean-seqpacket": ("framebus_bench.transports.lean:LeanSeqpacket", False),
+    "lean-zmq": ("framebus_bench.transports.lean:LeanZmq", False),
 }
+#: the references the report divides framebus's figures by
+FLOOR = "pipe-floor"
+LEAN_SEQPACKET = "lean-seqpacket"
+LEAN_ZMQ = "lean-zmq"
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 
