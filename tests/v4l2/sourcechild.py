@@ -37,7 +37,8 @@ def scenario_negotiate(path: str, fourcc: str, width: str, height: str, fps: str
     dev = Device(path)
     try:
         got = negotiate(dev, FrameFormat(int(width), int(height), fourcc), float(fps))
-        say(format=got.format.to_wire(), fps=got.fps, multiplanar=dev.multiplanar)
+        say(format=got.format.to_wire(), fps=got.fps, multiplanar=dev.multiplanar,
+            driver_fourcc=got.driver_fourcc)
     except FramebusError as exc:
         say(error=str(exc))
     finally:

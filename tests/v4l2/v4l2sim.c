@@ -136,7 +136,7 @@ struct sim_dev {
 	bool stepwise;
 	uint32_t fps[MAX_LIST];
 	int nfps;
-	uint32_t min_buffers, max_buffers, pad;
+	uint32_t min_buffers, max_buffers, pad, chroma_pad;
 	bool no_mmap, no_userptr, no_dmabuf, no_expbuf, no_buf_caps;
 	bool busy_open, busy_fmt;
 	uint32_t vanish_after, error_every, skip_every;
@@ -360,11 +360,11 @@ static uint32_t format_planes(const struct sim_dev *d, uint32_t f, uint32_t w, u
 	}
 	size[0] = bpl[0] * h;
 	if (f == V4L2_PIX_FMT_YUV420M) {
-		bpl[1] = bpl[2] = bpl[0] / 2;
+		bpl[1] = bpl[2] = bpl[0] / 2 + d->chroma_pad;
 		size[1] = size[2] = bpl[1] * ((h + 1) / 2);
 		return 3;
 	}
-	bpl[1] = bpl[0];
+	bpl[1] = bpl[0] + d->chroma_pad;
 	size[1] = bpl[1] * ((h + 1) / 2);
 	return 2;
 }
@@ -433,6 +433,7 @@ static void parse_device(struct sim_dev *d, char *spec)
 		NUM("min_buffers", min_buffers);
 		NUM("max_buffers", max_buffers);
 		NUM("pad", pad);
+		NUM("chroma_pad", chroma_pad);
 		NUM("vanish_after", vanish_after);
 		NUM("error_every", error_every);
 		NUM("skip_every", skip_every);
