@@ -65,7 +65,12 @@ def main() -> None:
     parser.add_argument("--max-held", type=int, default=2)
     parser.add_argument("--depth", type=int, default=0, help="queue depth (default: --max-held)")
     parser.add_argument("--name", default="checker")
+    parser.add_argument("--wait", type=float, default=0,
+                        help="wait up to this many seconds for the socket to appear")
     args = parser.parse_args()
+    deadline = time.monotonic() + args.wait
+    while not os.path.exists(args.socket) and time.monotonic() < deadline:
+        time.sleep(0.005)
 
     report: dict[str, object] = {"frames": 0, "bad": 0, "sequences": [], "backing": [],
                                  "stale_timestamps": 0, "unstamped": 0, "per_session": [],
