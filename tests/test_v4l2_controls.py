@@ -169,3 +169,18 @@ def test_the_synthetic_source_has_no_controls(sock: str, tmp_path: Path) -> None
         assert ("the synthetic source has no controls" in proc.stderr
                 or "[controls] gain must be an integer or a menu item's name" in proc.stderr)
     assert not os.path.exists(sock)
+
+
+def test_controls_are_set_again_when_an_unplugged_camera_comes_back(
+        procs: Processes, sim: Path, sock: str, tmp_path: Path) -> None:
+    """A camera plugged in again starts from its defaults (the simulator
+    resets them, as hardware does); `--on-unplug wait` sets `--control` again."""
+    log = tmp_path / "controls.log"
+    config = f"{BASE},vanish_after=60,return_after_ms=300,ctrl_log={log}"
+    producer = produce(procs, sim, config, sock, "--on-unplug", "wait", "--control", "gain=77")
+    report = read_json(consume(procs, sim, config, sock, "--sessions", "2", "--frames", "5"),
+                       timeout=30)
+    status, err = stop(producer)
+    assert status == 0, err
+    assert len(report["per_session"]) >= 2 and report["bad"] == 0
+    assert driver_log(log).count("Gain=77 streaming=0 frames=0") >= 2  # at start, after the replug
