@@ -384,8 +384,9 @@ def format_devices(devices: list[DeviceInfo]) -> str:
             if fmt.fourcc in CONTIGUOUS:
                 extra += f" (separate planes: framebus streams it as {CONTIGUOUS[fmt.fourcc]})"
             lines.append(f"  {fmt.fourcc:<4}  {fmt.description}{extra}")
-            for size in fmt.sizes:
-                lines.append(f"      {size.width}x{size.height}  {_fps_text(size.intervals)}")
+            for frame_size in fmt.sizes:
+                lines.append(f"      {frame_size.width}x{frame_size.height}  "
+                             f"{_fps_text(frame_size.intervals)}")
             if fmt.size_range:
                 r = fmt.size_range
                 kind = "continuous" if r.continuous else "stepwise"

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import errno
 import logging
-from abc import ABC, abstractmethod
 import mmap
 import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import numpy as np
 
@@ -86,7 +87,14 @@ class BufferQueue(ABC):
         self.format = fmt
         self.bytes_copied = 0
         self.granted = 0
-        self.bus: Producer | None = None
+        self._bus: Producer | None = None  # set by start()
+
+    @property
+    def bus(self) -> Producer:
+        """The bus this queue publishes into (after `start()`)."""
+        if self._bus is None:
+            raise FramebusError("the buffer queue has not been started")
+        return self._bus
 
     @property
     def reserve(self) -> int:
@@ -103,7 +111,7 @@ class BufferQueue(ABC):
 
     def start(self, bus: Producer) -> None:
         """Queue the first buffers (before STREAMON)."""
-        self.bus = bus
+        self._bus = bus
         self.refill()
 
     def refill(self) -> bool:
@@ -216,7 +224,7 @@ class UserptrQueue(BufferQueue):
 
     def close(self) -> None:
         super().close()
-        if self.bus is None and self._pool is not None:
+        if self._bus is None and self._pool is not None:
             self._pool.close()  # never handed to a bus: ours to close
         self._pool = None
 
@@ -299,7 +307,7 @@ class ExportQueue(BufferQueue):
         """Free the driver's buffers; the exported DMA-BUFs live on in the
         pool (the bus's) until it is closed too."""
         super().close()
-        if self.bus is None and self._pool is not None:
+        if self._bus is None and self._pool is not None:
             self._pool.close()  # never handed to a bus: ours to close
         self._pool = None
 
@@ -336,7 +344,7 @@ class CopyQueue(BufferQueue):
         return 1  # the driver keeps its own buffers; the bus needs one to copy into
 
     def start(self, bus: Producer) -> None:
-        self.bus = bus
+        self._bus = bus
         for index in range(self.granted):
             self.dev.qbuf(self.dev.buffer(self.memory, index))
 
@@ -371,5 +379,6 @@ class CopyQueue(BufferQueue):
 
 def make_queue(strategy: str, dev: Device, fmt: FrameFormat, buffers: int) -> BufferQueue:
     """The queue for `strategy`, with its driver buffers requested."""
-    kinds = {USERPTR: UserptrQueue, MMAP_EXPBUF: ExportQueue, MMAP_COPY: CopyQueue}
+    kinds: dict[str, Callable[[Device, FrameFormat, int], BufferQueue]] = {
+        USERPTR: UserptrQueue, MMAP_EXPBUF: ExportQueue, MMAP_COPY: CopyQueue}
     return kinds[strategy](dev, fmt, buffers)

@@ -108,11 +108,11 @@ class V4L2Source:
     @property
     def reserve(self) -> int:
         """Bus buffers kept out of consumers' quotas for the driver's queue."""
-        return self._queue.reserve
+        return self._current_queue().reserve
 
     @property
     def strategy(self) -> str:
-        return self._queue.strategy
+        return self._current_queue().strategy
 
     @property
     def bytes_copied(self) -> int:
@@ -120,7 +120,7 @@ class V4L2Source:
         return self._copied_before + (self._queue.bytes_copied if self._queue else 0)
 
     def pool(self) -> BufferPool | None:
-        return self._queue.pool()
+        return self._current_queue().pool()
 
     def run(self, bus: Producer, stop: threading.Event) -> str:
         """Stream into `bus` until `stop` is set or the camera goes away."""
@@ -176,17 +176,30 @@ class V4L2Source:
         log.info("%s: %d driver buffers, %s; the bus keeps %d for the driver (reserve)",
                  self.path, self._queue.granted, self.strategy, self.reserve)
 
+    def _current_queue(self) -> BufferQueue:
+        """The queue (of the last setup, even once the device is closed)."""
+        if self._queue is None:
+            raise FramebusError(f"{self.path}: the source was never set up")
+        return self._queue
+
+    def _open(self) -> tuple[Device, BufferQueue]:
+        """The open device and its queue; a `FramebusError` once closed."""
+        if self._dev is None or self._queue is None:
+            raise FramebusError(f"{self.path}: the source is closed")
+        return self._dev, self._queue
+
     def _stream(self, bus: Producer, stop: threading.Event) -> str:
+        dev, queue = self._open()
         try:
-            return Capture(self._dev, self._queue, self.stats).run(bus, stop)
+            return Capture(dev, queue, self.stats).run(bus, stop)
         except UserptrRefused as exc:
             if self.memory != "auto":
                 raise FramebusError(f"--memory userptr: {exc}") from None
             # auto: the bus's memfds stay; only how frames reach them changes
             log.warning("%s: %s; falling back to %s", self.path, exc, MMAP_COPY)
-        self._queue.close()
-        self._queue = CopyQueue(self._dev, self.format, self._buffers)
-        return Capture(self._dev, self._queue, self.stats).run(bus, stop)
+        queue.close()
+        self._queue = CopyQueue(dev, self.format, self._buffers)
+        return Capture(dev, self._queue, self.stats).run(bus, stop)
 
     def _apply_controls(self, dev: Device) -> None:
         if not self._initial_controls:
