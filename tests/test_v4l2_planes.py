@@ -121,3 +121,15 @@ def test_a_refusal_says_which_separate_plane_formats_it_can_capture(sim: Path) -
     assert status == 1
     assert "NM12 Y/UV 4:2:0 (N-C) [captured as NV12]" in err
     assert "YM12 Planar YUV 4:2:0 (N-C) [captured as YU12]" in err
+
+
+def test_nothing_leaks_with_separate_planes(sim: Path) -> None:
+    planar = "type=mplane,formats=NM12,fps=200,sizes=320x240"
+    config = ";".join([f"path={DEV},{planar}",
+                       f"path=/dev/video-sim1,{planar},vanish_after=5,return_after_ms=50",
+                       "path=/dev/video-sim2,busy"])
+    out = _run(sim, config, "leaks", DEV, "/dev/video-sim1", "/dev/video-sim2", "NV12")
+    assert out["before"] == out["after"]
+    endings = out["endings"]
+    assert [endings[m] for m in ("userptr", "dmabuf", "copy")] == ["stopped"] * 3
+    assert [endings[f"unplug {m}"] for m in ("userptr", "dmabuf", "copy")] == ["unplugged"] * 3
