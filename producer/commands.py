@@ -70,5 +70,5 @@ PRODUCE = Command(
     "Serve frames from a source at --socket until SIGINT or SIGTERM, then remove the socket "
     "and exit 0.")
 
-DEVICES = Command("devices", "list V4L2 cameras, formats and memory modes", _devices,
+DEVICES = Command("devices", "list V4L2 cameras: formats, memory modes and controls", _devices,
                   _devices_arguments)
