@@ -41,6 +41,7 @@ _SPECS: dict[str, _Spec] = {
     "RGB3": _Spec(3, ""),
     "BGR3": _Spec(3, ""),
     "NV12": _Spec(1, "NV12"),
+    "NV21": _Spec(1, "NV12"),  # NV12 with V before U in the chroma plane
     "YU12": _Spec(1, "YU12"),
     "MJPG": _Spec(1, "", compressed=True),
 }
@@ -155,7 +156,8 @@ def _layout(fourcc: str, spec: _Spec, width: int, height: int, bpl: int) -> tupl
     y = PlaneLayout("Y", 0, bpl * height, bpl, (height, width), 1)
     ch, cw = height // 2, width // 2
     if spec.planar == "NV12":
-        return (y, PlaneLayout("UV", y.length, bpl * ch, bpl, (ch, cw, 2), 2))
+        chroma = "VU" if fourcc == "NV21" else "UV"
+        return (y, PlaneLayout(chroma, y.length, bpl * ch, bpl, (ch, cw, 2), 2))
     # YU12 (I420): V4L2 gives the chroma planes half the luma bytesperline.
     u = PlaneLayout("U", y.length, bpl // 2 * ch, bpl // 2, (ch, cw), 1)
     v = PlaneLayout("V", u.offset + u.length, bpl // 2 * ch, bpl // 2, (ch, cw), 1)

@@ -36,12 +36,18 @@ def _produce_arguments(produce: argparse.ArgumentParser) -> None:
                          help="admit peers whose primary gid is this (repeatable)")
     produce.add_argument("--max-consumers", type=int, default=64)
     produce.add_argument("--config", help="TOML file with allow_uids, allow_gids, lease_timeout, "
-                                          "max_consumers; re-read on SIGHUP")
+                                          "max_consumers and a [controls] table; re-read on "
+                                          "SIGHUP")
     produce.add_argument("--memory", choices=("auto", "userptr", "dmabuf", "copy"), default="auto",
                          help="v4l2: how frames reach the bus (default: the best the driver has)")
     produce.add_argument("--on-unplug", choices=("exit", "wait"), default="exit",
                          help="v4l2: when the camera goes away, exit (default) or wait for it "
                               "to come back")
+    produce.add_argument("--control", action="append", default=[], metavar="NAME=VALUE",
+                         help="v4l2: set a camera control before streaming, e.g. "
+                              "exposure_time_absolute=200 or power_line_frequency='50 Hz' "
+                              "(repeatable; `framebus devices` lists them; overrides the "
+                              "config file's [controls])")
 
 
 def _produce(args: argparse.Namespace) -> int:
@@ -64,5 +70,5 @@ PRODUCE = Command(
     "Serve frames from a source at --socket until SIGINT or SIGTERM, then remove the socket "
     "and exit 0.")
 
-DEVICES = Command("devices", "list V4L2 cameras, formats and memory modes", _devices,
+DEVICES = Command("devices", "list V4L2 cameras: formats, memory modes and controls", _devices,
                   _devices_arguments)

@@ -7,8 +7,14 @@ Keys (all optional; command-line options give the defaults):
     lease_timeout = 1.0         # seconds
     max_consumers = 64
 
-All four are applied again on SIGHUP; consumers no longer admitted are
-disconnected with the reason "access revoked".
+    [controls]                  # v4l2 camera controls, set before streaming
+    exposure_time_absolute = 200
+    auto_exposure = 1           # a menu item by number...
+    power_line_frequency = "50 Hz"   # ...or by name
+
+All are applied again on SIGHUP; consumers no longer admitted are
+disconnected with the reason "access revoked". `--control NAME=VALUE` on the
+command line overrides the same name in `[controls]`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class Settings:
     lease_timeout: float = 1.0
     max_consumers: int = 64
     extra: dict[str, object] = field(default_factory=dict, compare=False)
+    #: camera controls by name: an int, or a menu item's name
+    controls: dict[str, int | str] = field(default_factory=dict)
 
 
 def load(path: str | None, defaults: Settings) -> Settings:
@@ -41,7 +49,7 @@ def load(path: str | None, defaults: Settings) -> Settings:
         raise FramebusError(f"cannot read config {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise FramebusError(f"config {path} is not valid TOML: {exc}") from None
-    unknown = set(data) - {"allow_uids", "allow_gids", "lease_timeout", "max_consumers"}
+    unknown = set(data) - {"allow_uids", "allow_gids", "lease_timeout", "max_consumers", "controls"}
     if unknown:
         raise FramebusError(f"config {path}: unknown keys {sorted(unknown)}")
     for key in _INT_LISTS:
@@ -57,4 +65,18 @@ def load(path: str | None, defaults: Settings) -> Settings:
     return Settings(
         allow_uids=tuple(defaults.allow_uids) + tuple(data.get("allow_uids", [])),
         allow_gids=tuple(defaults.allow_gids) + tuple(data.get("allow_gids", [])),
-        lease_timeout=float(lease), max_consumers=consumers)
+        lease_timeout=float(lease), max_consumers=consumers,
+        controls={**defaults.controls, **_controls(path, data.get("controls", {}))})
+
+
+def _controls(path: str, table: object) -> dict[str, int | str]:
+    """The `[controls]` table: names to ints (or menu items' names)."""
+    if not isinstance(table, dict):
+        raise FramebusError(f"config {path}: controls must be a table ([controls] NAME = VALUE)")
+    for name, value in table.items():
+        if isinstance(value, bool):
+            table[name] = int(value)
+        elif not isinstance(value, (int, str)):
+            raise FramebusError(f"config {path}: [controls] {name} must be an integer or a menu "
+                                f"item's name, not {value!r}")
+    return dict(table)

@@ -1,7 +1,8 @@
 """`framebus produce`: run a producer in the foreground.
 
 SIGINT/SIGTERM stop it: every consumer gets a goodbye with the reason, the
-socket is removed and the exit status is 0. SIGHUP re-reads `--config`.
+socket is removed and the exit status is 0. SIGHUP re-reads `--config` (and
+sets its `[controls]` again, those `--control` does not override).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import logging
 import signal
 import threading
+from collections.abc import Mapping
 from types import FrameType
 
 from framebus import FramebusError, FrameFormat, Producer, paths
@@ -21,13 +23,21 @@ from .synthetic import SyntheticSource
 log = logging.getLogger("framebus.daemon")
 
 
-def open_source(spec: str, fmt: FrameFormat, fps: float, args: argparse.Namespace) -> Source:
-    """The source named by `spec`: ``synthetic`` or ``v4l2:/dev/videoN``."""
+def open_source(spec: str, fmt: FrameFormat, fps: float, args: argparse.Namespace,
+                controls: Mapping[str, int | str] | None = None) -> Source:
+    """The source named by `spec`: ``synthetic`` or ``v4l2:/dev/videoN``.
+
+    `controls` are the config file's; ``args.control`` (``--control``) the
+    command line's, which win.
+    """
     if spec == "synthetic":
+        if controls or getattr(args, "control", None):
+            raise FramebusError("--control / [controls]: the synthetic source has no controls "
+                                "(they are a camera's: --source v4l2:/dev/videoN)")
         return SyntheticSource(fmt, fps)
     if spec.startswith("v4l2:"):
         from .v4l2.source import V4L2Source  # imported only when asked for
-        return V4L2Source.open(spec[len("v4l2:"):], fmt, fps, args)
+        return V4L2Source.open(spec[len("v4l2:"):], fmt, fps, args, controls)
     raise FramebusError(f"unknown source {spec!r}: use 'synthetic' or 'v4l2:/dev/videoN'")
 
 
@@ -53,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in handled}
     try:
         fmt = FrameFormat(args.width, args.height, args.format)
-        source = open_source(args.source, fmt, args.fps, args)
+        source = open_source(args.source, fmt, args.fps, args, settings.controls)
         try:
             while True:  # a new bus each time the source comes back with new buffers
                 outcome = _serve(source, args, settings, defaults, stop, reload)
@@ -78,7 +88,8 @@ def _serve(source: Source, args: argparse.Namespace, settings: config.Settings,
                   max_consumers=settings.max_consumers) as bus:
         done = threading.Event()
         reloader = threading.Thread(target=_reload_on_hup, name="framebus-reload",
-                                    args=(bus, args.config, defaults, done, reload))
+                                    args=(bus, args.config, defaults, done, reload),
+                                    kwargs={"source": source, "overridden": _cli_controls(args)})
         reloader.start()
         log.info("serving %s %dx%d at %s on %s", source.format.pixel_format,
                  source.format.width, source.format.height,
@@ -97,8 +108,26 @@ def _serve(source: Source, args: argparse.Namespace, settings: config.Settings,
     return outcome
 
 
+def _cli_controls(args: argparse.Namespace) -> set[str]:
+    """The control names `--control` sets (the config file cannot override them)."""
+    return {text.partition("=")[0].strip() for text in getattr(args, "control", None) or []}
+
+
+def _set_config_controls(source: Source, wanted: Mapping[str, int | str]) -> None:
+    controls = getattr(source, "controls", None)
+    if not wanted or controls is None:
+        return
+    try:
+        applied = controls().set(dict(wanted))
+    except FramebusError as exc:
+        log.error("SIGHUP: [controls] not set: %s", exc)
+        return
+    log.info("SIGHUP: controls set: %s", ", ".join(f"{k}={v}" for k, v in applied.items()))
+
+
 def _reload_on_hup(bus: Producer, path: str | None, defaults: config.Settings,
-                   done: threading.Event, reload: threading.Event) -> None:
+                   done: threading.Event, reload: threading.Event, *,
+                   source: Source | None = None, overridden: set[str] | None = None) -> None:
     while True:
         reload.wait()
         reload.clear()
@@ -114,3 +143,6 @@ def _reload_on_hup(bus: Producer, path: str | None, defaults: config.Settings,
                                   max_consumers=settings.max_consumers)
         log.info("SIGHUP: reloaded %s%s", path or "settings",
                  f"; disconnected {', '.join(evicted)}" if evicted else "")
+        if source is not None:
+            _set_config_controls(source, {name: value for name, value in settings.controls.items()
+                                          if name not in (overridden or set())})

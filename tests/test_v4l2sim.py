@@ -312,3 +312,39 @@ def test_unconfigured_paths_reach_the_real_kernel(sim: Path) -> None:
     )
     assert proc.returncode != 0
     assert "FileNotFoundError" in proc.stderr
+
+
+# --- separate planes (NV12M & co.) --------------------------------------------
+
+
+@pytest.mark.parametrize("fourcc,geometry", [
+    ("NM12", [(336, 336 * 240), (336, 336 * 120)]),
+    ("NM21", [(336, 336 * 240), (336, 336 * 120)]),
+    ("YM12", [(336, 336 * 240), (168, 168 * 120), (168, 168 * 120)]),
+])
+def test_separate_planes_each_have_their_own_memory(sim: Path, fourcc: str,
+                                                    geometry: list[tuple[int, int]]) -> None:
+    out = run(sim, f"{FAST},type=mplane,formats={fourcc},sizes=320x240,pad=16", "planes", DEV)
+    n = len(geometry)
+    assert out["fourcc"] == fourcc
+    assert out["geometry"] == [list(g) for g in geometry]
+    assert out["querybuf_one_plane"] == "EINVAL"  # a plane array too short for the format
+    assert out["lengths"] == [[size for _, size in geometry]] * 2
+    offsets = [o for per_buffer in out["offsets"] for o in per_buffer]
+    assert len(set(offsets)) == 2 * n  # every plane its own mmap cookie...
+    assert out["exported_inodes"] == 2 * n  # ...and its own DMA-BUF
+    assert out["expbuf_beyond"] == "EINVAL"
+    assert out["userptr_short_plane"] == "EINVAL"
+    total = sum(size for _, size in geometry)
+    for frame in (out["mmap_frame"], out["userptr_frame"]):
+        # the planes, end to end, are the frame a single-buffer format would hold
+        assert frame["crc"] == zlib.crc32(harness.expected_frame(frame["sequence"], total))
+    assert out["mmap_frame"]["bytesused"] == [size for _, size in geometry]
+
+
+def test_separate_planes_need_the_multi_planar_api(sim: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", "import os; os.open('/dev/null', os.O_RDONLY)"],
+                          env=harness.sim_env(sim, f"{FAST},formats=NM12"), capture_output=True,
+                          text=True, timeout=20)
+    assert proc.returncode == 2
+    assert "separate-plane formats (NM12 NM21 YM12) need: type=mplane" in proc.stderr

@@ -183,7 +183,8 @@ def test_every_request_code_is_checked() -> None:
     wanted = {
         "QUERYCAP", "ENUM_FMT", "ENUM_FRAMESIZES", "ENUM_FRAMEINTERVALS", "G_FMT", "S_FMT",
         "TRY_FMT", "G_PARM", "S_PARM", "REQBUFS", "QUERYBUF", "QBUF", "DQBUF", "EXPBUF",
-        "STREAMON", "STREAMOFF",
+        "STREAMON", "STREAMOFF", "QUERY_EXT_CTRL", "QUERYMENU", "G_EXT_CTRLS",
+        "S_EXT_CTRLS", "TRY_EXT_CTRLS",
     }  # fmt: skip
     assert {f"VIDIOC_{n}" for n in wanted} <= set(CONSTANTS)
     assert "DMA_BUF_IOCTL_SYNC" in CONSTANTS

@@ -19,10 +19,12 @@ from ctypes import (
     Structure,
     Union,
     c_int32,
+    c_int64,
     c_long,
     c_uint8,
     c_uint16,
     c_uint32,
+    c_uint64,
     c_ulong,
     c_void_p,
 )
@@ -173,6 +175,55 @@ V4L2_PIX_FMT_BGR24 = fourcc("BGR3")
 V4L2_PIX_FMT_NV12 = fourcc("NV12")
 V4L2_PIX_FMT_YUV420 = fourcc("YU12")
 V4L2_PIX_FMT_MJPEG = fourcc("MJPG")
+V4L2_PIX_FMT_NV21 = fourcc("NV21")
+# the same 4:2:0 layouts with each plane in a buffer of its own (multi-planar API)
+V4L2_PIX_FMT_NV12M = fourcc("NM12")
+V4L2_PIX_FMT_NV21M = fourcc("NM21")
+V4L2_PIX_FMT_YUV420M = fourcc("YM12")
+
+# --- controls (<linux/v4l2-controls.h> and the control part of videodev2.h) --
+
+V4L2_CTRL_CLASS_USER = 0x00980000
+V4L2_CTRL_CLASS_CAMERA = 0x009A0000
+V4L2_CID_BASE = V4L2_CTRL_CLASS_USER | 0x900
+V4L2_CID_USER_CLASS = V4L2_CTRL_CLASS_USER | 1
+V4L2_CID_BRIGHTNESS = V4L2_CID_BASE + 0
+V4L2_CID_GAIN = V4L2_CID_BASE + 19
+V4L2_CID_POWER_LINE_FREQUENCY = V4L2_CID_BASE + 24
+V4L2_CID_WHITE_BALANCE_TEMPERATURE = V4L2_CID_BASE + 26
+V4L2_CID_CAMERA_CLASS_BASE = V4L2_CTRL_CLASS_CAMERA | 0x900
+V4L2_CID_CAMERA_CLASS = V4L2_CTRL_CLASS_CAMERA | 1
+V4L2_CID_EXPOSURE_AUTO = V4L2_CID_CAMERA_CLASS_BASE + 1
+V4L2_CID_EXPOSURE_ABSOLUTE = V4L2_CID_CAMERA_CLASS_BASE + 2
+V4L2_CID_FOCUS_ABSOLUTE = V4L2_CID_CAMERA_CLASS_BASE + 10
+
+V4L2_CTRL_ID_MASK = 0x0FFFFFFF
+V4L2_CTRL_MAX_DIMS = 4
+V4L2_CTRL_WHICH_CUR_VAL = 0
+V4L2_CTRL_WHICH_DEF_VAL = 0x0F000000
+
+# enum v4l2_ctrl_type (the scalar ones)
+V4L2_CTRL_TYPE_INTEGER = 1
+V4L2_CTRL_TYPE_BOOLEAN = 2
+V4L2_CTRL_TYPE_MENU = 3
+V4L2_CTRL_TYPE_BUTTON = 4
+V4L2_CTRL_TYPE_INTEGER64 = 5
+V4L2_CTRL_TYPE_CTRL_CLASS = 6
+V4L2_CTRL_TYPE_STRING = 7
+V4L2_CTRL_TYPE_BITMASK = 8
+V4L2_CTRL_TYPE_INTEGER_MENU = 9
+
+V4L2_CTRL_FLAG_DISABLED = 0x0001
+V4L2_CTRL_FLAG_GRABBED = 0x0002
+V4L2_CTRL_FLAG_READ_ONLY = 0x0004
+V4L2_CTRL_FLAG_UPDATE = 0x0008
+V4L2_CTRL_FLAG_INACTIVE = 0x0010
+V4L2_CTRL_FLAG_SLIDER = 0x0020
+V4L2_CTRL_FLAG_WRITE_ONLY = 0x0040
+V4L2_CTRL_FLAG_VOLATILE = 0x0080
+V4L2_CTRL_FLAG_HAS_PAYLOAD = 0x0100
+V4L2_CTRL_FLAG_NEXT_CTRL = 0x80000000
+V4L2_CTRL_FLAG_NEXT_COMPOUND = 0x40000000
 
 # --- structs -----------------------------------------------------------------
 
@@ -503,6 +554,91 @@ class v4l2_exportbuffer(Structure):
     ]
 
 
+class v4l2_query_ext_ctrl(Structure):
+    """VIDIOC_QUERY_EXT_CTRL: one control's type, name, range and flags.
+
+    With ``id | V4L2_CTRL_FLAG_NEXT_CTRL`` the driver answers for the next
+    control after ``id``: how every control is enumerated.
+    """
+
+    _fields_ = [
+        ("id", c_uint32),
+        ("type", c_uint32),
+        ("name", c_uint8 * 32),
+        ("minimum", c_int64),
+        ("maximum", c_int64),
+        ("step", c_uint64),
+        ("default_value", c_int64),
+        ("flags", c_uint32),
+        ("elem_size", c_uint32),
+        ("elems", c_uint32),
+        ("nr_of_dims", c_uint32),
+        ("dims", c_uint32 * V4L2_CTRL_MAX_DIMS),
+        ("reserved", c_uint32 * 32),
+    ]
+
+
+class _v4l2_querymenu_u(Union):
+    _pack_ = 1
+    _fields_ = [("name", c_uint8 * 32), ("value", c_int64)]
+
+
+class v4l2_querymenu(Structure):
+    """VIDIOC_QUERYMENU: one item of a menu control (``name``) or of an
+    integer menu (``value``); packed in the kernel."""
+
+    _pack_ = 1
+    _anonymous_ = ("_u",)
+    _fields_ = [
+        ("id", c_uint32),
+        ("index", c_uint32),
+        ("_u", _v4l2_querymenu_u),
+        ("reserved", c_uint32),
+    ]
+
+
+class _v4l2_ext_control_u(Union):
+    _pack_ = 1
+    _fields_ = [
+        ("value", c_int32),
+        ("value64", c_int64),
+        ("string", ctypes.c_char_p),
+        ("ptr", c_void_p),
+    ]
+
+
+class v4l2_ext_control(Structure):
+    """One control's id and value in VIDIOC_G/S/TRY_EXT_CTRLS (packed)."""
+
+    _pack_ = 1
+    _anonymous_ = ("_u",)
+    _fields_ = [
+        ("id", c_uint32),
+        ("size", c_uint32),
+        ("reserved2", c_uint32 * 1),
+        ("_u", _v4l2_ext_control_u),
+    ]
+
+
+class _v4l2_ext_controls_which(Union):
+    _fields_ = [("ctrl_class", c_uint32), ("which", c_uint32)]
+
+
+class v4l2_ext_controls(Structure):
+    """VIDIOC_G_EXT_CTRLS / S_EXT_CTRLS / TRY_EXT_CTRLS: ``count`` controls
+    at ``controls``; on failure ``error_idx`` says which one."""
+
+    _anonymous_ = ("_which",)
+    _fields_ = [
+        ("_which", _v4l2_ext_controls_which),
+        ("count", c_uint32),
+        ("error_idx", c_uint32),
+        ("request_fd", c_int32),
+        ("reserved", c_uint32 * 1),
+        ("controls", POINTER(v4l2_ext_control)),
+    ]
+
+
 #: The structs named as in the kernel header, each checked against it.
 STRUCTS: tuple[type[ctypes.Structure], ...] = (
     timeval,
@@ -528,6 +664,10 @@ STRUCTS: tuple[type[ctypes.Structure], ...] = (
     v4l2_plane,
     v4l2_buffer,
     v4l2_exportbuffer,
+    v4l2_query_ext_ctrl,
+    v4l2_querymenu,
+    v4l2_ext_control,
+    v4l2_ext_controls,
 )
 
 # --- request codes -----------------------------------------------------------
@@ -548,6 +688,11 @@ VIDIOC_S_PARM = _IOWR("V", 22, v4l2_streamparm)
 VIDIOC_TRY_FMT = _IOWR("V", 64, v4l2_format)
 VIDIOC_ENUM_FRAMESIZES = _IOWR("V", 74, v4l2_frmsizeenum)
 VIDIOC_ENUM_FRAMEINTERVALS = _IOWR("V", 75, v4l2_frmivalenum)
+VIDIOC_QUERYMENU = _IOWR("V", 37, v4l2_querymenu)
+VIDIOC_G_EXT_CTRLS = _IOWR("V", 71, v4l2_ext_controls)
+VIDIOC_S_EXT_CTRLS = _IOWR("V", 72, v4l2_ext_controls)
+VIDIOC_TRY_EXT_CTRLS = _IOWR("V", 73, v4l2_ext_controls)
+VIDIOC_QUERY_EXT_CTRL = _IOWR("V", 103, v4l2_query_ext_ctrl)
 
 
 def c_string(field: ctypes.Array) -> str:  # type: ignore[type-arg]

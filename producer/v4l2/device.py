@@ -3,9 +3,10 @@
 `Device` is the thinnest layer the capture source needs over
 ``framebus.linux.videodev2``: open the node, ask what it is, and speak the
 buffer-queue ioctls (REQBUFS, QUERYBUF, QBUF, DQBUF, STREAMON/OFF, EXPBUF) for
-single-planar and multi-planar (``num_planes = 1``) queues alike. `VideoBuffer`
-is one ``v4l2_buffer`` together with the plane array a multi-planar queue
-needs, so the rest of the source never asks which kind of queue it talks to.
+single-planar and multi-planar queues alike, with one plane per buffer or
+several (NV12M: each plane its own memory). `VideoBuffer` is one
+``v4l2_buffer`` together with the plane array a multi-planar queue needs, so
+the rest of the source never asks which kind of queue it talks to.
 
 Errors are the kernel's: every call raises ``OSError`` with its errno, except
 `open` (a `FramebusError` that says what went wrong in words) and `dqbuf`
@@ -37,16 +38,18 @@ def busy_message(path: str) -> str:
 
 
 class VideoBuffer:
-    """One ``struct v4l2_buffer`` (and, for a multi-planar queue, its one
-    ``struct v4l2_plane``), ready to pass to QUERYBUF, QBUF or DQBUF."""
+    """One ``struct v4l2_buffer`` (and, for a multi-planar queue, its
+    ``struct v4l2_plane`` array of `nplanes`), ready to pass to QUERYBUF,
+    QBUF or DQBUF."""
 
-    def __init__(self, buf_type: int, memory: int, index: int = 0) -> None:
-        self._planes = (v.v4l2_plane * 1)()
+    def __init__(self, buf_type: int, memory: int, index: int = 0, nplanes: int = 1) -> None:
+        self._planes = (v.v4l2_plane * nplanes)()
+        self.nplanes = nplanes
         self.b = v.v4l2_buffer(type=buf_type, memory=memory, index=index)
         self.mplane = buf_type == v.V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
         if self.mplane:
             self.b.m.planes = ctypes.cast(self._planes, ctypes.POINTER(v.v4l2_plane))
-            self.b.length = 1
+            self.b.length = nplanes
 
     @property
     def index(self) -> int:
@@ -62,28 +65,41 @@ class VideoBuffer:
 
     @property
     def bytesused(self) -> int:
-        """Bytes of the (only) plane the driver filled."""
-        return int(self._planes[0].bytesused if self.mplane else self.b.bytesused)
+        """Bytes the driver filled, over every plane."""
+        if not self.mplane:
+            return int(self.b.bytesused)
+        return sum(int(self._planes[i].bytesused) for i in range(self.nplanes))
+
+    def plane_bytesused(self, plane: int) -> int:
+        return int(self._planes[plane].bytesused if self.mplane else self.b.bytesused)
 
     @property
     def length(self) -> int:
-        return int(self._planes[0].length if self.mplane else self.b.length)
+        """The length of plane 0 (the whole buffer for one-plane formats)."""
+        return self.plane_length(0)
+
+    def plane_length(self, plane: int) -> int:
+        return int(self._planes[plane].length if self.mplane else self.b.length)
 
     @property
     def mem_offset(self) -> int:
         """An MMAP buffer's offset cookie for ``mmap()`` on the device fd."""
-        return int(self._planes[0].m.mem_offset if self.mplane else self.b.m.offset)
+        return self.plane_mem_offset(0)
+
+    def plane_mem_offset(self, plane: int) -> int:
+        return int(self._planes[plane].m.mem_offset if self.mplane else self.b.m.offset)
 
     @property
     def timestamp_ns(self) -> int:
         """The driver's ``timestamp`` (a ``struct timeval``) in nanoseconds."""
-        return self.b.timestamp.tv_sec * 1_000_000_000 + self.b.timestamp.tv_usec * 1000
+        return int(self.b.timestamp.tv_sec) * 1_000_000_000 + int(self.b.timestamp.tv_usec) * 1000
 
-    def set_userptr(self, address: int, length: int) -> None:
-        """For a USERPTR QBUF: where the driver is to write, and how much room."""
+    def set_userptr(self, address: int, length: int, plane: int = 0) -> None:
+        """For a USERPTR QBUF: where the driver is to write plane `plane`,
+        and how much room it has."""
         if self.mplane:
-            self._planes[0].m.userptr = address
-            self._planes[0].length = length
+            self._planes[plane].m.userptr = address
+            self._planes[plane].length = length
         else:
             self.b.m.userptr = address
             self.b.length = length
@@ -123,6 +139,9 @@ class Device:
                                     f"only read(); framebus cannot capture from it")
             self.card = v.c_string(cap.card)
             self.driver = v.c_string(cap.driver)
+            #: each plane's sizeimage as the driver set it (negotiate.py); one
+            #: entry for single-buffer formats, one per plane for NV12M & co.
+            self.plane_sizes: tuple[int, ...] = ()
         except BaseException:
             os.close(self.fd)
             raise
@@ -130,6 +149,15 @@ class Device:
     @property
     def multiplanar(self) -> bool:
         return self.buf_type == v.V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
+
+    @property
+    def num_planes(self) -> int:
+        """Memory planes per buffer of the negotiated format."""
+        return max(1, len(self.plane_sizes))
+
+    def buffer(self, memory: int, index: int = 0) -> VideoBuffer:
+        """A `VideoBuffer` shaped for this queue's format."""
+        return VideoBuffer(self.buf_type, memory, index, self.num_planes)
 
     def format(self, request: int, fmt: v.v4l2_format | None = None) -> v.v4l2_format:
         """VIDIOC_G_FMT, VIDIOC_TRY_FMT or VIDIOC_S_FMT; returns the driver's answer."""
@@ -150,7 +178,7 @@ class Device:
         return int(rb.count)
 
     def querybuf(self, memory: int, index: int) -> VideoBuffer:
-        vb = VideoBuffer(self.buf_type, memory, index)
+        vb = self.buffer(memory, index)
         ioctl(self.fd, v.VIDIOC_QUERYBUF, vb.b)
         return vb
 
@@ -159,7 +187,7 @@ class Device:
 
     def dqbuf(self, memory: int) -> VideoBuffer | None:
         """VIDIOC_DQBUF: the next filled buffer, or None if none is ready (EAGAIN)."""
-        vb = VideoBuffer(self.buf_type, memory)
+        vb = self.buffer(memory)
         try:
             ioctl(self.fd, v.VIDIOC_DQBUF, vb.b)
         except BlockingIOError:
@@ -172,18 +200,18 @@ class Device:
     def streamoff(self) -> None:
         ioctl(self.fd, v.VIDIOC_STREAMOFF, ctypes.c_int(self.buf_type))
 
-    def expbuf(self, index: int) -> int:
-        """VIDIOC_EXPBUF of buffer `index`'s plane 0: a read-only DMA-BUF fd
-        (``O_RDONLY | O_CLOEXEC``) the caller owns."""
-        exp = v.v4l2_exportbuffer(type=self.buf_type, index=index, plane=0,
+    def expbuf(self, index: int, plane: int = 0) -> int:
+        """VIDIOC_EXPBUF of buffer `index`'s plane `plane`: a read-only
+        DMA-BUF fd (``O_RDONLY | O_CLOEXEC``) the caller owns."""
+        exp = v.v4l2_exportbuffer(type=self.buf_type, index=index, plane=plane,
                                   flags=os.O_RDONLY | os.O_CLOEXEC)
         ioctl(self.fd, v.VIDIOC_EXPBUF, exp)
         return int(exp.fd)
 
-    def mmap(self, vb: VideoBuffer) -> mmap.mmap:
-        """Map an MMAP buffer (from QUERYBUF) read-only, shared."""
-        return mmap.mmap(self.fd, vb.length, mmap.MAP_SHARED, mmap.PROT_READ,
-                         offset=vb.mem_offset)
+    def mmap(self, vb: VideoBuffer, plane: int = 0) -> mmap.mmap:
+        """Map one plane of an MMAP buffer (from QUERYBUF) read-only, shared."""
+        return mmap.mmap(self.fd, vb.plane_length(plane), mmap.MAP_SHARED, mmap.PROT_READ,
+                         offset=vb.plane_mem_offset(plane))
 
     def close(self) -> None:
         """Close the fd (the driver frees what is still allocated); safe twice."""

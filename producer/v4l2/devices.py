@@ -14,6 +14,10 @@ the order a framebus producer prefers them:
     driver buffers copied into the bus's buffers (the fallback every
     streaming driver offers).
 
+Each device's controls (exposure, gain, white balance...) are listed with
+their type, range, default, current value and menu items
+(``producer.v4l2.controls``).
+
 Probing uses ``VIDIOC_REQBUFS`` with ``count = 0`` (which allocates nothing and,
 on kernels since 4.20, also reports the ``V4L2_BUF_CAP_SUPPORTS_*`` bits), and
 for EXPBUF one real one-buffer allocation that is freed at once. Nodes that
@@ -30,9 +34,13 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from framebus.linux import videodev2 as v
 from framebus.linux.ioctl import ioctl
+
+from .controls import format_controls, query_controls, read_values
+from .planes import CONTIGUOUS
 
 __all__ = [
     "DeviceInfo",
@@ -127,6 +135,9 @@ class DeviceInfo:
     strategies: tuple[str, ...] = ()
     error: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: the controls, as ``V4L2Controls.describe()`` gives them (name, type,
+    #: minimum, maximum, step, default, value, menu, flags)
+    controls: tuple[dict[str, Any], ...] = ()
 
     @property
     def buf_type(self) -> int:
@@ -220,8 +231,9 @@ def _current(fd: int, buf_type: int) -> tuple[int, int, str, int, int] | None:
         return None
     if buf_type == v.V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE:
         p = f.fmt.pix_mp
-        return (p.width, p.height, v.fourcc_str(p.pixelformat),
-                p.plane_fmt[0].bytesperline, p.plane_fmt[0].sizeimage)  # fmt: skip
+        size = sum(p.plane_fmt[i].sizeimage for i in range(min(p.num_planes, v.VIDEO_MAX_PLANES)))
+        return (p.width, p.height, v.fourcc_str(p.pixelformat), p.plane_fmt[0].bytesperline,
+                size or p.plane_fmt[0].sizeimage)
     q = f.fmt.pix
     return q.width, q.height, v.fourcc_str(q.pixelformat), q.bytesperline, q.sizeimage
 
@@ -262,6 +274,13 @@ def _can_export(fd: int, buf_type: int) -> bool:
         ioctl(fd, v.VIDIOC_REQBUFS, v.v4l2_requestbuffers(count=0, type=buf_type, memory=v.V4L2_MEMORY_MMAP))
 
 
+def _controls(fd: int) -> tuple[dict[str, Any], ...]:
+    """The device's controls and their current values (read-only ioctls)."""
+    controls = query_controls(fd)
+    values = read_values(fd, controls)
+    return tuple(c.describe(values[c.name]) for c in controls)
+
+
 def _probe(path: str, fd: int) -> DeviceInfo | None:
     cap = v.v4l2_capability()
     if not _try(fd, v.VIDIOC_QUERYCAP, cap):
@@ -289,6 +308,7 @@ def _probe(path: str, fd: int) -> DeviceInfo | None:
         streaming=bool(caps & v.V4L2_CAP_STREAMING),
         formats=_formats(fd, buf_type),
         current=_current(fd, buf_type),
+        controls=_controls(fd),
     )
     if not info.streaming:
         return replace(info, notes=("no streaming I/O (read() only): not usable",))
@@ -361,9 +381,12 @@ def format_devices(devices: list[DeviceInfo]) -> str:
         for fmt in dev.formats:
             extra = " (compressed)" if fmt.compressed else ""
             extra += " (emulated)" if fmt.emulated else ""
+            if fmt.fourcc in CONTIGUOUS:
+                extra += f" (separate planes: framebus streams it as {CONTIGUOUS[fmt.fourcc]})"
             lines.append(f"  {fmt.fourcc:<4}  {fmt.description}{extra}")
-            for size in fmt.sizes:
-                lines.append(f"      {size.width}x{size.height}  {_fps_text(size.intervals)}")
+            for frame_size in fmt.sizes:
+                lines.append(f"      {frame_size.width}x{frame_size.height}  "
+                             f"{_fps_text(frame_size.intervals)}")
             if fmt.size_range:
                 r = fmt.size_range
                 kind = "continuous" if r.continuous else "stepwise"
@@ -371,4 +394,9 @@ def format_devices(devices: list[DeviceInfo]) -> str:
                     f"      {r.min_width}x{r.min_height} to {r.max_width}x{r.max_height}, "
                     f"{kind} step {r.step_width}x{r.step_height}  {_fps_text(r.intervals)}"
                 )
+        if dev.controls:
+            lines.append("  controls (set with framebus produce --control NAME=VALUE):")
+            lines.extend(format_controls(list(dev.controls)))
+        elif dev.streaming:
+            lines.append("  controls: none")
     return "\n".join(lines) + "\n"

@@ -8,6 +8,10 @@ answer: its `bytesperline` (rows padded as the hardware wants them) and its
 framebus does not silently stream something else, it refuses with a
 `FramebusError` listing what the camera offers (VIDIOC_ENUM_FMT,
 ENUM_FRAMESIZES, ENUM_FRAMEINTERVALS).
+
+On a multi-planar node that offers NV12, NV21 or YU12 only with each plane in
+a buffer of its own (``NM12``, ``NM21``, ``YM12``), that FourCC is asked for
+instead and streamed as the single-buffer format (see ``planes.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from fractions import Fraction
 from framebus import FramebusError, FrameFormat
 from framebus.formats import PIXEL_FORMATS
 from framebus.linux import videodev2 as v
+from framebus.linux.ioctl import ioctl
 
 from .device import Device, busy_message
 from .devices import PixelFormatInfo, _formats  # the enumeration devices.py already does
+from .planes import CONTIGUOUS, SEPARATE, check_planes
 
 __all__ = ["Negotiated", "negotiate", "describe_formats", "FPS_TOLERANCE"]
 
@@ -39,6 +45,8 @@ class Negotiated:
     format: FrameFormat
     #: frames per second the driver reports (0.0 if it cannot tell)
     fps: float
+    #: the FourCC the driver streams (``NM12`` for an NV12 `format` in separate planes)
+    driver_fourcc: str = ""
 
 
 def describe_formats(formats: tuple[PixelFormatInfo, ...]) -> str:
@@ -52,7 +60,8 @@ def describe_formats(formats: tuple[PixelFormatInfo, ...]) -> str:
             r = f.size_range
             sizes.append(f"{r.min_width}x{r.min_height} to {r.max_width}x{r.max_height} "
                          f"step {r.step_width}x{r.step_height} ({_rates(r.intervals)})")
-        known = "" if f.fourcc in PIXEL_FORMATS else " [not a framebus format]"
+        known = (f" [captured as {CONTIGUOUS[f.fourcc]}]" if f.fourcc in CONTIGUOUS else
+                 "" if f.fourcc in PIXEL_FORMATS else " [not a framebus format]")
         lines.append(f"  {f.fourcc} {f.description}{known}: {', '.join(sizes) or 'no sizes listed'}")
     return "\n".join(lines)
 
@@ -63,7 +72,8 @@ def negotiate(dev: Device, want: FrameFormat, fps: float) -> Negotiated:
     Raises `FramebusError` naming what the camera can do when it cannot do
     exactly this, and the busy message when another process holds it.
     """
-    code = v.fourcc(want.pixel_format)
+    fourcc = _driver_fourcc(dev, want.pixel_format)
+    code = v.fourcc(fourcc)
     tried = dev.format(v.VIDIOC_TRY_FMT, _request(dev, code, want.width, want.height))
     got_code, width, height, _, _ = _fields(dev, tried)
     if (got_code, width, height) != (code, want.width, want.height):
@@ -79,23 +89,55 @@ def negotiate(dev: Device, want: FrameFormat, fps: float) -> Negotiated:
     if (got_code, width, height) != (code, want.width, want.height):
         raise _refusal(dev, f"{want.width}x{want.height} {want.pixel_format}",
                        f"S_FMT set {width}x{height} {v.fourcc_str(got_code)}")
-    if dev.multiplanar and answer.fmt.pix_mp.num_planes != 1:
-        raise FramebusError(f"{dev.path}: {want.pixel_format} comes in "
-                            f"{answer.fmt.pix_mp.num_planes} separate planes (memory buffers); "
-                            f"framebus captures formats with num_planes = 1 only")
+    planes = _planes(dev, answer)
+    separate = fourcc != want.pixel_format
     try:
         fmt = FrameFormat(width, height, want.pixel_format,
-                          bytesperline=0 if want.compressed else bytesperline, sizeimage=sizeimage)
+                          bytesperline=0 if want.compressed else bytesperline,
+                          sizeimage=0 if separate else sizeimage)
+        if separate:
+            check_planes(fmt, fourcc, planes)
+        elif len(planes) != 1:
+            raise FramebusError(f"the driver gives {fourcc} in {len(planes)} separate planes")
     except FramebusError as exc:
         raise FramebusError(f"{dev.path}: the driver's format cannot be described: {exc}") from None
+    dev.plane_sizes = tuple(size for _, size in planes)
     actual = _set_rate(dev, fps)
     if fps and actual and abs(actual - fps) > FPS_TOLERANCE * fps:
         raise _refusal(dev, f"{width}x{height} {want.pixel_format} at {fps:g} fps",
                        f"it set {actual:g} fps")
-    log.info("%s: %dx%d %s, %d bytes/line, %d bytes/frame, %s", dev.path, width, height,
+    log.info("%s: %dx%d %s, %d bytes/line, %d bytes/frame, %s%s", dev.path, width, height,
              want.pixel_format, fmt.bytesperline, fmt.sizeimage,
-             f"{actual:g} fps" if actual else "frame rate not reported")
-    return Negotiated(fmt, actual)
+             f"{actual:g} fps" if actual else "frame rate not reported",
+             f"; as {fourcc}: {len(planes)} planes in separate buffers, bytesperline "
+             f"{'/'.join(str(b) for b, _ in planes)}" if separate else "")
+    return Negotiated(fmt, actual, fourcc)
+
+
+def _driver_fourcc(dev: Device, pixel_format: str) -> str:
+    """The FourCC to ask for: `pixel_format`, or its separate-plane twin on a
+    multi-planar node that offers only the twin."""
+    twin = SEPARATE.get(pixel_format)
+    if not dev.multiplanar or twin is None:
+        return pixel_format
+    offered = set()
+    for index in range(256):
+        desc = v.v4l2_fmtdesc(index=index, type=dev.buf_type)
+        try:
+            ioctl(dev.fd, v.VIDIOC_ENUM_FMT, desc)
+        except OSError:
+            break
+        offered.add(v.fourcc_str(desc.pixelformat))
+    return twin if twin in offered and pixel_format not in offered else pixel_format
+
+
+def _planes(dev: Device, f: v.v4l2_format) -> tuple[tuple[int, int], ...]:
+    """(bytesperline, sizeimage) of each memory plane of a format answer."""
+    if not dev.multiplanar:
+        return ((f.fmt.pix.bytesperline, f.fmt.pix.sizeimage),)
+    p = f.fmt.pix_mp
+    return tuple((p.plane_fmt[i].bytesperline, p.plane_fmt[i].sizeimage)
+                 for i in range(p.num_planes))
 
 
 def _request(dev: Device, code: int, width: int, height: int) -> v.v4l2_format:

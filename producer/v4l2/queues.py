@@ -9,10 +9,11 @@ buffer the bus owns stays out of the driver, so the newest frame is still
 there for a consumer that asks for it a moment after it was published.
 
 ``UserptrQueue``  V4L2_MEMORY_USERPTR: the bus's memfd buffers are queued by
-                  address; the driver writes straight into shared memory.
+                  address (one user pointer per plane for NV12M & co.); the
+                  driver writes straight into shared memory.
 ``ExportQueue``   V4L2_MEMORY_MMAP + VIDIOC_EXPBUF: the driver's buffers,
-                  exported as read-only DMA-BUFs, *are* the bus's pool (same
-                  indices); consumers map the DMA-BUFs.
+                  exported as read-only DMA-BUFs (one per plane), *are* the
+                  bus's pool (same indices); consumers map the DMA-BUFs.
 ``CopyQueue``     V4L2_MEMORY_MMAP: the driver's buffers stay private and each
                   frame is copied into a bus buffer (counted in
                   `bytes_copied`).
@@ -22,9 +23,10 @@ from __future__ import annotations
 
 import errno
 import logging
-from abc import ABC, abstractmethod
 import mmap
 import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import numpy as np
 
@@ -33,6 +35,7 @@ from framebus.buffers import DMABUF, Memory, Plane
 from framebus.linux import videodev2 as v
 
 from .device import Device, VideoBuffer, busy_message
+from .planes import planar_pool, plane_regions, plane_targets
 from .strategies import MMAP_COPY, MMAP_EXPBUF, USERPTR
 
 __all__ = ["UserptrRefused", "BufferQueue", "UserptrQueue", "ExportQueue", "CopyQueue", "make_queue", "MIN_QUEUED"]
@@ -59,6 +62,14 @@ def _reqbufs(dev: Device, memory: int, count: int) -> int:
     return granted
 
 
+def announced_bytesused(buffer: Buffer, bytesused: int) -> int:
+    """A frame's bytesused as the bus announces it: at most `buffer.raw`,
+    which consumers check it against. For a buffer of separate planes that is
+    plane 0 (the driver's planes may also be longer than the bus's layout);
+    only a compressed (one-plane) format needs the exact figure."""
+    return min(bytesused, buffer.raw.nbytes)
+
+
 class UserptrRefused(FramebusError):
     """The driver accepted V4L2_MEMORY_USERPTR at REQBUFS but refused to queue
     the bus's memory (a driver that needs physically contiguous buffers, as
@@ -76,7 +87,14 @@ class BufferQueue(ABC):
         self.format = fmt
         self.bytes_copied = 0
         self.granted = 0
-        self.bus: Producer | None = None
+        self._bus: Producer | None = None  # set by start()
+
+    @property
+    def bus(self) -> Producer:
+        """The bus this queue publishes into (after `start()`)."""
+        if self._bus is None:
+            raise FramebusError("the buffer queue has not been started")
+        return self._bus
 
     @property
     def reserve(self) -> int:
@@ -93,7 +111,7 @@ class BufferQueue(ABC):
 
     def start(self, bus: Producer) -> None:
         """Queue the first buffers (before STREAMON)."""
-        self.bus = bus
+        self._bus = bus
         self.refill()
 
     def refill(self) -> bool:
@@ -110,7 +128,8 @@ class BufferQueue(ABC):
         if not ok:
             self._give_back(buffer)
             return False
-        self.bus.publish(buffer, timestamp_ns=timestamp_ns, bytesused=vb.bytesused)
+        self.bus.publish(buffer, timestamp_ns=timestamp_ns,
+                         bytesused=announced_bytesused(buffer, vb.bytesused))
         return True
 
     def stopped(self) -> None:
@@ -137,7 +156,9 @@ class UserptrQueue(BufferQueue):
 
     The driver gets ``buffers - 1`` slots (V4L2 indices); whichever bus buffer
     the bus hands out is queued into a free slot by its address
-    (``buffer.raw.ctypes.data``), and the slot remembers which one it holds.
+    (``buffer.raw.ctypes.data``; for separate-plane formats each plane's, from
+    a pool whose planes sit at page-aligned offsets), and the slot remembers
+    which one it holds.
     """
 
     strategy = USERPTR
@@ -146,12 +167,23 @@ class UserptrQueue(BufferQueue):
     def __init__(self, dev: Device, fmt: FrameFormat, buffers: int) -> None:
         super().__init__(dev, fmt)
         self._count = buffers
+        self._pool: BufferPool | None = None
         self.granted = _reqbufs(dev, self.memory, max(1, buffers - 1))
         self._slots: list[Buffer | None] = [None] * self.granted
         self._worked = False  # a USERPTR buffer has been queued successfully
+        if dev.num_planes > 1:
+            try:
+                self._pool = planar_pool(fmt, buffers, dev.plane_sizes,
+                                         f"framebus:{os.path.basename(dev.path)}")
+            except BaseException:
+                self.close()
+                raise
 
     def __len__(self) -> int:
         return self._count
+
+    def pool(self) -> BufferPool | None:
+        return self._pool
 
     def refill(self) -> bool:
         for index, held in enumerate(self._slots):
@@ -161,8 +193,10 @@ class UserptrQueue(BufferQueue):
                 buffer = self.bus.acquire(timeout=0)
             except Timeout:
                 return False
-            vb = VideoBuffer(self.dev.buf_type, self.memory, index)
-            vb.set_userptr(buffer.raw.ctypes.data, buffer.raw.nbytes)
+            vb = self.dev.buffer(self.memory, index)
+            for plane, (address, length) in enumerate(
+                    plane_targets(buffer, self.format, self.dev.num_planes)):
+                vb.set_userptr(address, length, plane)
             try:
                 self.dev.qbuf(vb)
             except OSError as exc:
@@ -188,11 +222,18 @@ class UserptrQueue(BufferQueue):
                 self._give_back(buffer)
                 self._slots[index] = None
 
+    def close(self) -> None:
+        super().close()
+        if self._bus is None and self._pool is not None:
+            self._pool.close()  # never handed to a bus: ours to close
+        self._pool = None
+
 
 class ExportQueue(BufferQueue):
     """V4L2_MEMORY_MMAP buffers exported with VIDIOC_EXPBUF (zero copy).
 
-    Buffer n of the pool is the driver's buffer n. All start queued but one;
+    Buffer n of the pool is the driver's buffer n (each of its planes a
+    DMA-BUF of its own for separate-plane formats). All start queued but one;
     a dequeued buffer is published, and queued again when the bus hands that
     index out again.
     """
@@ -208,13 +249,18 @@ class ExportQueue(BufferQueue):
         fds: list[int] = []
         try:
             memories, planes = [], []
+            layouts = fmt.planes if dev.num_planes > 1 else fmt.planes[:1]
             for index in range(self.granted):
-                length = dev.querybuf(self.memory, index).length
-                fds.append(dev.expbuf(index))
-                size = os.lseek(fds[-1], 0, os.SEEK_END)  # a DMA-BUF's size, as its docs say
-                os.lseek(fds[-1], 0, os.SEEK_SET)
-                memories.append(Memory(size, DMABUF))
-                planes.append((Plane(index, 0, length, fmt.bytesperline),))
+                vb = dev.querybuf(self.memory, index)
+                buffer_planes = []
+                for plane, layout in enumerate(layouts):
+                    fds.append(dev.expbuf(index, plane))
+                    size = os.lseek(fds[-1], 0, os.SEEK_END)  # a DMA-BUF's size, as its docs say
+                    os.lseek(fds[-1], 0, os.SEEK_SET)
+                    memories.append(Memory(size, DMABUF))
+                    bpl = layout.bytesperline if len(layouts) > 1 else fmt.bytesperline
+                    buffer_planes.append(Plane(len(memories) - 1, 0, vb.plane_length(plane), bpl))
+                planes.append(tuple(buffer_planes))
             table = BufferTable(tuple(memories), tuple(planes))
             table.check(fmt)
         except BaseException:
@@ -241,7 +287,7 @@ class ExportQueue(BufferQueue):
             except Timeout:
                 return False
             try:
-                self.dev.qbuf(VideoBuffer(self.dev.buf_type, self.memory, buffer.index))
+                self.dev.qbuf(self.dev.buffer(self.memory, buffer.index))
             except OSError:
                 self._give_back(buffer)
                 raise
@@ -261,13 +307,15 @@ class ExportQueue(BufferQueue):
         """Free the driver's buffers; the exported DMA-BUFs live on in the
         pool (the bus's) until it is closed too."""
         super().close()
-        if self.bus is None and self._pool is not None:
+        if self._bus is None and self._pool is not None:
             self._pool.close()  # never handed to a bus: ours to close
         self._pool = None
 
 
 class CopyQueue(BufferQueue):
-    """V4L2_MEMORY_MMAP buffers, each frame copied into a bus memfd buffer."""
+    """V4L2_MEMORY_MMAP buffers, each frame copied into a bus memfd buffer
+    (plane by plane for separate-plane formats: into a contiguous bus buffer
+    at the layout's offsets, or into a multi-plane one plane for plane)."""
 
     strategy = MMAP_COPY
     memory = v.V4L2_MEMORY_MMAP
@@ -276,11 +324,14 @@ class CopyQueue(BufferQueue):
         super().__init__(dev, fmt)
         self._count = buffers
         self.granted = _reqbufs(dev, self.memory, buffers)
-        self._maps: list[mmap.mmap] = []
+        self._maps: list[list[mmap.mmap]] = []  # per driver buffer, one per plane
         self.dropped = 0  # frames lost because every bus buffer was leased
         try:
             for index in range(self.granted):
-                self._maps.append(dev.mmap(dev.querybuf(self.memory, index)))
+                vb = dev.querybuf(self.memory, index)
+                self._maps.append([])
+                for plane in range(dev.num_planes):
+                    self._maps[-1].append(dev.mmap(vb, plane))
         except BaseException:
             self.close()
             raise
@@ -293,9 +344,9 @@ class CopyQueue(BufferQueue):
         return 1  # the driver keeps its own buffers; the bus needs one to copy into
 
     def start(self, bus: Producer) -> None:
-        self.bus = bus
+        self._bus = bus
         for index in range(self.granted):
-            self.dev.qbuf(VideoBuffer(self.dev.buf_type, self.memory, index))
+            self.dev.qbuf(self.dev.buffer(self.memory, index))
 
     def complete(self, vb: VideoBuffer, ok: bool, timestamp_ns: int) -> bool:
         published = False
@@ -305,22 +356,29 @@ class CopyQueue(BufferQueue):
             except Timeout:
                 self.dropped += 1
             else:
-                used = min(vb.bytesused, buffer.raw.nbytes)
-                np.copyto(buffer.raw[:used], np.frombuffer(self._maps[vb.index], np.uint8, used))
+                used = 0
+                regions = plane_regions(buffer, self.format, self.dev.num_planes)
+                for plane, (source, region) in enumerate(zip(self._maps[vb.index], regions)):
+                    n = min(vb.plane_bytesused(plane), region.nbytes)
+                    np.copyto(region[:n], np.frombuffer(source, np.uint8, n))
+                    used += n
                 self.bytes_copied += used
-                self.bus.publish(buffer, timestamp_ns=timestamp_ns, bytesused=used)
+                self.bus.publish(buffer, timestamp_ns=timestamp_ns,
+                                 bytesused=announced_bytesused(buffer, used))
                 published = True
-        self.dev.qbuf(VideoBuffer(self.dev.buf_type, self.memory, vb.index))
+        self.dev.qbuf(self.dev.buffer(self.memory, vb.index))
         return published
 
     def close(self) -> None:
-        for m in self._maps:
-            m.close()
+        for maps in self._maps:
+            for m in maps:
+                m.close()
         self._maps = []
         super().close()
 
 
 def make_queue(strategy: str, dev: Device, fmt: FrameFormat, buffers: int) -> BufferQueue:
     """The queue for `strategy`, with its driver buffers requested."""
-    kinds = {USERPTR: UserptrQueue, MMAP_EXPBUF: ExportQueue, MMAP_COPY: CopyQueue}
+    kinds: dict[str, Callable[[Device, FrameFormat, int], BufferQueue]] = {
+        USERPTR: UserptrQueue, MMAP_EXPBUF: ExportQueue, MMAP_COPY: CopyQueue}
     return kinds[strategy](dev, fmt, buffers)

@@ -661,10 +661,87 @@ def probe_busy(path: str) -> Any:
     return [asdict(d) for d in devices]
 
 
+def planes(path: str) -> dict[str, Any]:
+    """A separate-plane format (NM12, YM12): its geometry, a buffer per plane
+    for MMAP (each mapped and exported alone) and USERPTR, one frame each."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    out: dict[str, Any] = {}
+    try:
+        type_ = v.V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
+        f = v.v4l2_format(type=type_)
+        ioctl(fd, v.VIDIOC_G_FMT, f)
+        n = f.fmt.pix_mp.num_planes
+        geometry = [(f.fmt.pix_mp.plane_fmt[i].bytesperline, f.fmt.pix_mp.plane_fmt[i].sizeimage)
+                    for i in range(n)]
+        out["fourcc"] = v.fourcc_str(f.fmt.pix_mp.pixelformat)
+        out["geometry"] = geometry
+        reqbufs(fd, type_, v.V4L2_MEMORY_MMAP, 2)
+        short = Buffer(type_, v.V4L2_MEMORY_MMAP, 0)  # room for one plane only
+        out["querybuf_one_plane"] = errname(lambda: ioctl(fd, v.VIDIOC_QUERYBUF, short.b))
+        bufs, maps, exported = [], [], []
+        for index in range(2):
+            buf = Buffer(type_, v.V4L2_MEMORY_MMAP, index)
+            buf.b.length = n
+            ioctl(fd, v.VIDIOC_QUERYBUF, buf.b)
+            bufs.append(buf)
+            maps.append([mmap.mmap(fd, buf.planes[i].length, mmap.MAP_SHARED, mmap.PROT_READ,
+                                   offset=buf.planes[i].m.mem_offset) for i in range(n)])
+            for i in range(n):
+                exp = v.v4l2_exportbuffer(type=type_, index=index, plane=i, flags=os.O_CLOEXEC)
+                ioctl(fd, v.VIDIOC_EXPBUF, exp)
+                exported.append(exp.fd)
+        out["lengths"] = [[b.planes[i].length for i in range(n)] for b in bufs]
+        out["offsets"] = [[b.planes[i].m.mem_offset for i in range(n)] for b in bufs]
+        out["exported_inodes"] = len({os.fstat(e).st_ino for e in exported})
+        beyond = v.v4l2_exportbuffer(type=type_, index=0, plane=n, flags=os.O_CLOEXEC)
+        out["expbuf_beyond"] = errname(lambda: ioctl(fd, v.VIDIOC_EXPBUF, beyond))
+        for buf in bufs:
+            ioctl(fd, v.VIDIOC_QBUF, buf.b)
+        ioctl(fd, v.VIDIOC_STREAMON, ctypes.c_int(type_))
+        done = Buffer(type_, v.V4L2_MEMORY_MMAP)
+        done.b.length = n
+        ioctl(fd, v.VIDIOC_DQBUF, done.b)
+        frame = b"".join(maps[done.b.index][i][:done.planes[i].bytesused] for i in range(n))
+        out["mmap_frame"] = {"sequence": done.b.sequence, "crc": zlib.crc32(frame),
+                             "bytesused": [done.planes[i].bytesused for i in range(n)]}
+        ioctl(fd, v.VIDIOC_STREAMOFF, ctypes.c_int(type_))
+        for plane_maps in maps:
+            for m in plane_maps:
+                m.close()
+        for e in exported:
+            os.close(e)
+        reqbufs(fd, type_, v.V4L2_MEMORY_MMAP, 0)
+        # USERPTR: one pointer per plane, each plane its own user memory
+        reqbufs(fd, type_, v.V4L2_MEMORY_USERPTR, 1)
+        memory = [mmap.mmap(-1, size) for _, size in geometry]
+        anchors = [ctypes.c_char.from_buffer(m) for m in memory]
+        buf = Buffer(type_, v.V4L2_MEMORY_USERPTR, 0)
+        buf.b.length = n
+        for i, (_, size) in enumerate(geometry):
+            buf.planes[i].m.userptr = ctypes.addressof(anchors[i])
+            buf.planes[i].length = size - (1 if i == n - 1 else 0)  # the last plane too short
+        out["userptr_short_plane"] = errname(lambda: ioctl(fd, v.VIDIOC_QBUF, buf.b))
+        buf.planes[n - 1].length = geometry[-1][1]
+        ioctl(fd, v.VIDIOC_QBUF, buf.b)
+        ioctl(fd, v.VIDIOC_STREAMON, ctypes.c_int(type_))
+        done = Buffer(type_, v.V4L2_MEMORY_USERPTR)
+        done.b.length = n
+        ioctl(fd, v.VIDIOC_DQBUF, done.b)
+        frame = b"".join(memory[i][:done.planes[i].bytesused] for i in range(n))
+        out["userptr_frame"] = {"sequence": done.b.sequence, "crc": zlib.crc32(frame)}
+        ioctl(fd, v.VIDIOC_STREAMOFF, ctypes.c_int(type_))
+        del anchors[:]
+        for m in memory:
+            m.close()
+    finally:
+        os.close(fd)
+    return out
+
+
 SCENARIOS: dict[str, Callable[..., Any]] = {
     f.__name__: f
     for f in (querycap, formats, capture, streamoff, errors, busy, expbuf, userptr_short,
-              memory_probe, blocking, streamoff_wakes_dqbuf, probe, probe_busy)  # fmt: skip
+              memory_probe, blocking, streamoff_wakes_dqbuf, probe, probe_busy, planes)  # fmt: skip
 }
 
 

@@ -27,15 +27,20 @@ from harness import expected_frame  # noqa: E402
 from framebus.pattern import read_stamp  # noqa: E402
 
 
-def backing_file(address: int) -> str:
-    """The file behind the mapping that holds `address` (from /proc/self/maps)."""
+def mapping_of(address: int) -> tuple[int, str]:
+    """(start, "file perms") of the mapping that holds `address` (/proc/self/maps)."""
     with open("/proc/self/maps") as maps:
         for line in maps:
             fields = line.split(maxsplit=5)
             start, end = (int(x, 16) for x in fields[0].split("-"))
             if start <= address < end:
-                return f"{fields[5].strip() if len(fields) > 5 else ''} {fields[1]}"
-    return "?"
+                return start, f"{fields[5].strip() if len(fields) > 5 else ''} {fields[1]}"
+    return 0, "?"
+
+
+def backing_file(address: int) -> str:
+    """The file behind the mapping that holds `address`."""
+    return mapping_of(address)[1]
 
 
 def check(frame: framebus.Frame, fmt: framebus.FrameFormat) -> tuple[int, bool]:
@@ -58,13 +63,20 @@ def main() -> None:
                         help="reconnect and read --frames frames in each of this many runs")
     parser.add_argument("--policy", default="latest")
     parser.add_argument("--max-held", type=int, default=2)
+    parser.add_argument("--depth", type=int, default=0, help="queue depth (default: --max-held)")
     parser.add_argument("--name", default="checker")
+    parser.add_argument("--wait", type=float, default=0,
+                        help="wait up to this many seconds for the socket to appear")
     args = parser.parse_args()
+    deadline = time.monotonic() + args.wait
+    while not os.path.exists(args.socket) and time.monotonic() < deadline:
+        time.sleep(0.005)
 
     report: dict[str, object] = {"frames": 0, "bad": 0, "sequences": [], "backing": [],
-                                 "stale_timestamps": 0, "unstamped": 0, "per_session": []}
+                                 "stale_timestamps": 0, "unstamped": 0, "per_session": [],
+                                 "plane_backing": [], "planes_apart": 0}
     cam = framebus.Consumer(args.socket, name=args.name, policy=args.policy,
-                            max_held=args.max_held, depth=args.max_held,
+                            max_held=args.max_held, depth=args.depth or args.max_held,
                             reconnect=args.sessions > 1, timeout=10)
     try:
         report["format"] = cam.format.to_wire()
@@ -90,6 +102,15 @@ def main() -> None:
                 where = backing_file(frame.array.__array_interface__["data"][0])
                 if where not in report["backing"]:  # type: ignore[operator]
                     report["backing"].append(where)  # type: ignore[attr-defined]
+                # each plane: which file it lives in, and whether the planes
+                # are in mappings of their own (one DMA-BUF per plane)
+                maps = [mapping_of(p.__array_interface__["data"][0]) for p in frame.planes]
+                for n, (_, file) in enumerate(maps):
+                    if f"{n} {file}" not in report["plane_backing"]:  # type: ignore[operator]
+                        report["plane_backing"].append(f"{n} {file}")  # type: ignore[attr-defined]
+                starts = {start for start, _ in maps}
+                report.setdefault("plane_strides", [list(p.strides) for p in frame.planes])
+                report["planes_apart"] = int(report["planes_apart"]) + (len(starts) == len(maps) > 1)
             if not args.until_gone and len(per_session) >= args.sessions \
                     and per_session[-1] >= args.frames:
                 break

@@ -6,7 +6,7 @@ prints JSON lines. Scenarios:
 ``negotiate PATH FOURCC WIDTH HEIGHT FPS``
     `negotiate()` alone: the `FrameFormat` and rate the driver set, or the
     refusal's message.
-``leaks PATH``
+``leaks PATH VANISHING BUSY [FOURCC]``
     open, stream briefly and close sources along every ending (stop, unplug,
     EBUSY, refusal) and report the fds, threads and mappings left behind.
 """
@@ -37,7 +37,8 @@ def scenario_negotiate(path: str, fourcc: str, width: str, height: str, fps: str
     dev = Device(path)
     try:
         got = negotiate(dev, FrameFormat(int(width), int(height), fourcc), float(fps))
-        say(format=got.format.to_wire(), fps=got.fps, multiplanar=dev.multiplanar)
+        say(format=got.format.to_wire(), fps=got.fps, multiplanar=dev.multiplanar,
+            driver_fourcc=got.driver_fourcc)
     except FramebusError as exc:
         say(error=str(exc))
     finally:
@@ -51,14 +52,15 @@ def _resources() -> dict[str, int]:
             "tasks": len(os.listdir("/proc/self/task")), "maps": mappings}
 
 
-def scenario_leaks(path: str, vanishing: str, busy: str) -> None:
+def scenario_leaks(path: str, vanishing: str, busy: str, fourcc: str = "YUYV") -> None:
     """Every ending of a source, three times over; resources before and after.
 
     `path` streams normally, `vanishing` is unplugged mid-stream (and comes
-    back), `busy` answers EBUSY.
+    back), `busy` answers EBUSY; frames are `fourcc` (NV12 on a node that
+    has only NM12 streams separate planes).
     """
     sock = os.path.join(tempfile.mkdtemp(prefix="fbl-", dir="/tmp"), "s.sock")
-    fmt = FrameFormat(320, 240, "YUYV")
+    fmt = FrameFormat(320, 240, fourcc)
     endings: dict[str, str] = {}
 
     def stream(device: str, memory: str, seconds: float) -> str:

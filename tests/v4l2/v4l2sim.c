@@ -86,14 +86,14 @@ static int (*real_munmap)(void *, size_t);
 
 enum buf_state { BUF_DEQUEUED, BUF_QUEUED, BUF_ACTIVE, BUF_DONE };
 
-struct sim_buf {
-	enum buf_state state;
+/* One plane of a buffer: its own memory (a multi-planar format such as NM12
+ * has one per plane; every other format one per buffer). */
+struct sim_plane {
 	/* MMAP: the driver's memory */
 	int memfd;
 	void *kmap;
 	size_t alloc;		/* page-aligned size of memfd */
 	uint32_t offset;	/* the mmap cookie */
-	unsigned mapcount;
 	/* USERPTR / DMABUF: the user's memory */
 	unsigned long userptr;
 	uint32_t ulength;
@@ -102,9 +102,25 @@ struct sim_buf {
 	size_t dmamaplen;
 	dev_t dmadev;
 	ino_t dmaino;
+	uint32_t bytesused;	/* of the last capture */
+};
+
+struct sim_buf {
+	enum buf_state state;
+	unsigned mapcount;	/* mappings of any of its planes */
+	struct sim_plane p[VIDEO_MAX_PLANES];
 	/* the last capture */
-	uint32_t bytesused, sequence, flags;
+	uint32_t sequence, flags;
 	struct timeval timestamp;
+};
+
+/* A control the driver offers (VIDIOC_QUERY_EXT_CTRL and friends). */
+struct sim_ctrl {
+	uint32_t id, type;
+	const char *name;
+	int64_t min, max, step, def;
+	uint32_t skip;		/* menu items that do not exist (menu_skip_mask) */
+	const char *menu[4];
 };
 
 struct sim_handle;
@@ -120,7 +136,7 @@ struct sim_dev {
 	bool stepwise;
 	uint32_t fps[MAX_LIST];
 	int nfps;
-	uint32_t min_buffers, max_buffers, pad;
+	uint32_t min_buffers, max_buffers, pad, chroma_pad;
 	bool no_mmap, no_userptr, no_dmabuf, no_expbuf, no_buf_caps;
 	bool busy_open, busy_fmt;
 	uint32_t vanish_after, error_every, skip_every;
@@ -129,7 +145,11 @@ struct sim_dev {
 	char card[32], driver[16];
 	int number;
 	/* state */
+	bool no_controls;
+	char ctrl_log[PATH_MAX];	/* append every control change here */
 	uint32_t width, height, pixelformat, bytesperline, sizeimage;
+	uint32_t nplanes, plane_bpl[VIDEO_MAX_PLANES], plane_size[VIDEO_MAX_PLANES];
+	int64_t ctrl_value[16];
 	uint32_t cur_fps;
 	struct sim_buf bufs[VIDEO_MAX_FRAME];
 	uint32_t nbufs, memory;
@@ -241,10 +261,17 @@ static bool format_known(uint32_t f)
 	switch (f) {
 	case V4L2_PIX_FMT_GREY: case V4L2_PIX_FMT_YUYV: case V4L2_PIX_FMT_UYVY:
 	case V4L2_PIX_FMT_RGB24: case V4L2_PIX_FMT_BGR24: case V4L2_PIX_FMT_NV12:
-	case V4L2_PIX_FMT_YUV420: case V4L2_PIX_FMT_MJPEG:
+	case V4L2_PIX_FMT_YUV420: case V4L2_PIX_FMT_MJPEG: case V4L2_PIX_FMT_NV21:
+	case V4L2_PIX_FMT_NV12M: case V4L2_PIX_FMT_NV21M: case V4L2_PIX_FMT_YUV420M:
 		return true;
 	}
 	return false;
+}
+
+/* Formats whose planes each live in a buffer of their own (multi-planar API only). */
+static bool format_separate_planes(uint32_t f)
+{
+	return f == V4L2_PIX_FMT_NV12M || f == V4L2_PIX_FMT_NV21M || f == V4L2_PIX_FMT_YUV420M;
 }
 
 static const char *format_description(uint32_t f)
@@ -258,6 +285,10 @@ static const char *format_description(uint32_t f)
 	case V4L2_PIX_FMT_NV12: return "Y/UV 4:2:0";
 	case V4L2_PIX_FMT_YUV420: return "Planar YUV 4:2:0";
 	case V4L2_PIX_FMT_MJPEG: return "Motion-JPEG";
+	case V4L2_PIX_FMT_NV21: return "Y/VU 4:2:0";
+	case V4L2_PIX_FMT_NV12M: return "Y/UV 4:2:0 (N-C)";
+	case V4L2_PIX_FMT_NV21M: return "Y/VU 4:2:0 (N-C)";
+	case V4L2_PIX_FMT_YUV420M: return "Planar YUV 4:2:0 (N-C)";
 	}
 	return "?";
 }
@@ -273,11 +304,79 @@ static void format_geometry(const struct sim_dev *d, uint32_t f, uint32_t w, uin
 		*bpl = 2 * w + d->pad; *size = *bpl * h; break;
 	case V4L2_PIX_FMT_RGB24: case V4L2_PIX_FMT_BGR24:
 		*bpl = 3 * w + d->pad; *size = *bpl * h; break;
-	case V4L2_PIX_FMT_NV12: case V4L2_PIX_FMT_YUV420:
+	case V4L2_PIX_FMT_NV12: case V4L2_PIX_FMT_YUV420: case V4L2_PIX_FMT_NV21:
+	case V4L2_PIX_FMT_NV12M: case V4L2_PIX_FMT_NV21M: case V4L2_PIX_FMT_YUV420M:
 		*bpl = w + d->pad; *size = *bpl * h + 2 * ((*bpl / 2) * ((h + 1) / 2)); break;
 	default: /* MJPG: a generous upper bound, no lines */
 		*bpl = 0; *size = w * h * 2; break;
 	}
+}
+
+static void clear_buf(struct sim_buf *b)
+{
+	memset(b, 0, sizeof(*b));
+	for (int p = 0; p < VIDEO_MAX_PLANES; p++)
+		b->p[p].memfd = b->p[p].dmafd = -1;
+}
+
+/* ---- controls: the handful a webcam offers, as uvcvideo names them ------- */
+
+static const struct sim_ctrl g_ctrls[] = {
+	{V4L2_CID_USER_CLASS, V4L2_CTRL_TYPE_CTRL_CLASS, "User Controls", 0, 0, 0, 0, 0, {0}},
+	{V4L2_CID_GAIN, V4L2_CTRL_TYPE_INTEGER, "Gain", 0, 255, 1, 32, 0, {0}},
+	{V4L2_CID_POWER_LINE_FREQUENCY, V4L2_CTRL_TYPE_MENU, "Power Line Frequency", 0, 2, 1, 1, 0,
+	 {"Disabled", "50 Hz", "60 Hz"}},
+	{V4L2_CID_WHITE_BALANCE_TEMPERATURE, V4L2_CTRL_TYPE_INTEGER, "White Balance Temperature",
+	 2800, 6500, 10, 4600, 0, {0}},
+	{V4L2_CID_CAMERA_CLASS, V4L2_CTRL_TYPE_CTRL_CLASS, "Camera Controls", 0, 0, 0, 0, 0, {0}},
+	{V4L2_CID_EXPOSURE_AUTO, V4L2_CTRL_TYPE_MENU, "Auto Exposure", 0, 3, 1, 3, 0x5,
+	 {"Auto Mode", "Manual Mode", "Shutter Priority Mode", "Aperture Priority Mode"}},
+	{V4L2_CID_EXPOSURE_ABSOLUTE, V4L2_CTRL_TYPE_INTEGER, "Exposure Time, Absolute", 3, 2047, 1,
+	 250, 0, {0}},
+	{V4L2_CID_FOCUS_ABSOLUTE, V4L2_CTRL_TYPE_INTEGER, "Focus, Absolute", 0, 250, 5, 0, 0, {0}},
+};
+#define NCTRLS ((int)(sizeof(g_ctrls) / sizeof(g_ctrls[0])))
+
+static void reset_controls(struct sim_dev *d)
+{
+	for (int i = 0; i < NCTRLS; i++)
+		d->ctrl_value[i] = g_ctrls[i].def;
+}
+
+/*
+ * Each plane's bytesperline and size; the number of planes. A separate-plane
+ * format splits the single-buffer layout where its planes meet: NM12/NM21 a
+ * Y plane and a chroma plane of the same bytesperline, YM12 a Y plane and two
+ * of half its bytesperline. Every other format is one plane.
+ */
+static uint32_t format_planes(const struct sim_dev *d, uint32_t f, uint32_t w, uint32_t h,
+			      uint32_t bpl[VIDEO_MAX_PLANES], uint32_t size[VIDEO_MAX_PLANES])
+{
+	uint32_t total;
+	format_geometry(d, f, w, h, &bpl[0], &total);
+	if (!format_separate_planes(f)) {
+		size[0] = total;
+		return 1;
+	}
+	size[0] = bpl[0] * h;
+	if (f == V4L2_PIX_FMT_YUV420M) {
+		bpl[1] = bpl[2] = bpl[0] / 2 + d->chroma_pad;
+		size[1] = size[2] = bpl[1] * ((h + 1) / 2);
+		return 3;
+	}
+	bpl[1] = bpl[0] + d->chroma_pad;
+	size[1] = bpl[1] * ((h + 1) / 2);
+	return 2;
+}
+
+/* Set the device's current format and its plane geometry. */
+static void set_format(struct sim_dev *d, uint32_t code, uint32_t w, uint32_t h)
+{
+	d->pixelformat = code;
+	d->width = w;
+	d->height = h;
+	format_geometry(d, code, w, h, &d->bytesperline, &d->sizeimage);
+	d->nplanes = format_planes(d, code, w, h, d->plane_bpl, d->plane_size);
 }
 
 static void parse_device(struct sim_dev *d, char *spec)
@@ -321,6 +420,8 @@ static void parse_device(struct sim_dev *d, char *spec)
 			d->nfps = 0;	/* a later list replaces an earlier one */
 			each_part(value, add_fps, d);
 		}
+		else if (IS("ctrl_log"))
+			snprintf(d->ctrl_log, sizeof(d->ctrl_log), "%s", value);
 		else if (IS("card"))
 			snprintf(d->card, sizeof(d->card), "%s", value);
 		else if (IS("driver"))
@@ -332,6 +433,7 @@ static void parse_device(struct sim_dev *d, char *spec)
 		NUM("min_buffers", min_buffers);
 		NUM("max_buffers", max_buffers);
 		NUM("pad", pad);
+		NUM("chroma_pad", chroma_pad);
 		NUM("vanish_after", vanish_after);
 		NUM("error_every", error_every);
 		NUM("skip_every", skip_every);
@@ -346,6 +448,7 @@ static void parse_device(struct sim_dev *d, char *spec)
 		FLAG("no_buf_caps", no_buf_caps);
 		FLAG("busy", busy_open);
 		FLAG("busy_fmt", busy_fmt);
+		FLAG("no_controls", no_controls);
 		else
 			die("unknown option or missing value", opt);
 #undef IS
@@ -356,9 +459,14 @@ static void parse_device(struct sim_dev *d, char *spec)
 		die("a device needs", "path=");
 	if (!d->nformats)
 		d->formats[d->nformats++] = V4L2_PIX_FMT_YUYV;
-	for (int i = 0; i < d->nformats; i++)
+	for (int i = 0; i < d->nformats; i++) {
 		if (!format_known(d->formats[i]))
-			die("unsupported format", "(GREY YUYV UYVY RGB3 BGR3 NV12 YU12 MJPG)");
+			die("unsupported format",
+			    "(GREY YUYV UYVY RGB3 BGR3 NV12 NV21 YU12 MJPG NM12 NM21 YM12)");
+		if (format_separate_planes(d->formats[i]) &&
+		    d->buf_type != V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE)
+			die("separate-plane formats (NM12 NM21 YM12) need", "type=mplane");
+	}
 	if (!d->nsizes) {
 		if (width && height) {
 			d->sizes[0][0] = width;
@@ -375,15 +483,12 @@ static void parse_device(struct sim_dev *d, char *spec)
 	if (d->max_buffers < 1 || d->max_buffers > VIDEO_MAX_FRAME || d->min_buffers < 1 ||
 	    d->min_buffers > d->max_buffers)
 		die("bad buffer limits", "min_buffers/max_buffers");
-	d->width = width ? width : d->sizes[0][0];
-	d->height = height ? height : d->sizes[0][1];
-	d->pixelformat = d->formats[0];
-	format_geometry(d, d->pixelformat, d->width, d->height, &d->bytesperline, &d->sizeimage);
+	set_format(d, d->formats[0], width ? width : d->sizes[0][0],
+		   height ? height : d->sizes[0][1]);
 	d->cur_fps = d->fps[0];
-	for (int i = 0; i < VIDEO_MAX_FRAME; i++) {
-		d->bufs[i].memfd = -1;
-		d->bufs[i].dmafd = -1;
-	}
+	reset_controls(d);
+	for (int i = 0; i < VIDEO_MAX_FRAME; i++)
+		clear_buf(&d->bufs[i]);
 }
 
 /*
@@ -512,6 +617,7 @@ static bool come_back(struct sim_dev *d)
 		d->vanished_once = false;	/* plugged in again: it may be unplugged again */
 		d->queue_error = false;
 		d->frames_done = 0;
+		reset_controls(d);	/* a camera plugged in again starts from its defaults */
 	}
 	back = !d->gone;
 	pthread_mutex_unlock(&g_lock);
@@ -613,15 +719,16 @@ static void free_buffers(struct sim_dev *d)
 {
 	cancel_queue(d);
 	for (uint32_t i = 0; i < d->nbufs; i++) {
-		struct sim_buf *b = &d->bufs[i];
-		if (b->kmap)
-			real_munmap(b->kmap, b->alloc);
-		if (b->memfd >= 0)
-			real_close(b->memfd);
-		if (b->dmamap)
-			real_munmap(b->dmamap, b->dmamaplen);
-		memset(b, 0, sizeof(*b));
-		b->memfd = b->dmafd = -1;
+		for (int p = 0; p < VIDEO_MAX_PLANES; p++) {
+			struct sim_plane *pl = &d->bufs[i].p[p];
+			if (pl->kmap)
+				real_munmap(pl->kmap, pl->alloc);
+			if (pl->memfd >= 0)
+				real_close(pl->memfd);
+			if (pl->dmamap)
+				real_munmap(pl->dmamap, pl->dmamaplen);
+		}
+		clear_buf(&d->bufs[i]);
 	}
 	d->nbufs = 0;
 	d->memory = 0;
@@ -653,20 +760,23 @@ static int alloc_buffers(struct sim_dev *d, uint32_t count, uint32_t memory)
 	size_t offset = 0;
 	for (uint32_t i = 0; i < count; i++) {
 		struct sim_buf *b = &d->bufs[i];
-		memset(b, 0, sizeof(*b));
-		b->memfd = b->dmafd = -1;
+		clear_buf(b);
 		if (memory != V4L2_MEMORY_MMAP)
 			continue;
-		b->alloc = page_align(d->sizeimage);
-		b->offset = (uint32_t)offset;
-		offset += b->alloc;
-		b->memfd = memfd_create(MEMFD_NAME, MFD_CLOEXEC);
-		if (b->memfd < 0 || ftruncate(b->memfd, (off_t)b->alloc))
-			goto fail;
-		b->kmap = real_mmap(NULL, b->alloc, PROT_READ | PROT_WRITE, MAP_SHARED, b->memfd, 0);
-		if (b->kmap == MAP_FAILED) {
-			b->kmap = NULL;
-			goto fail;
+		for (uint32_t p = 0; p < d->nplanes; p++) {	/* each plane its own memory */
+			struct sim_plane *pl = &b->p[p];
+			pl->alloc = page_align(d->plane_size[p]);
+			pl->offset = (uint32_t)offset;
+			offset += pl->alloc;
+			pl->memfd = memfd_create(MEMFD_NAME, MFD_CLOEXEC);
+			if (pl->memfd < 0 || ftruncate(pl->memfd, (off_t)pl->alloc))
+				goto fail;
+			pl->kmap = real_mmap(NULL, pl->alloc, PROT_READ | PROT_WRITE, MAP_SHARED,
+					     pl->memfd, 0);
+			if (pl->kmap == MAP_FAILED) {
+				pl->kmap = NULL;
+				goto fail;
+			}
 		}
 	}
 	d->nbufs = count;
@@ -680,15 +790,17 @@ fail:
 
 /* ---- the driver thread ----------------------------------------------------- */
 
-static void fill_pattern(uint8_t *p, uint32_t n, uint32_t sequence)
+/* Bytes start..start+n of the frame's pattern; a separate plane continues
+ * the pattern where the previous plane ended, as if the frame were one buffer. */
+static void fill_pattern(uint8_t *p, uint32_t n, uint32_t sequence, uint32_t start)
 {
 	uint64_t seq = sequence;
 	uint8_t add = (uint8_t)(13u * sequence);
 	uint32_t i;
-	for (i = 0; i < n && i < 8; i++)
-		p[i] = (uint8_t)(seq >> (8 * i));
-	for (; i < n; i++)
-		p[i] = (uint8_t)((uint8_t)i + add);
+	for (i = start; i < start + n && i < 8; i++)
+		p[i - start] = (uint8_t)(seq >> (8 * i));
+	for (; i < start + n; i++)
+		p[i - start] = (uint8_t)((uint8_t)i + add);
 }
 
 static uint32_t frame_bytesused(const struct sim_dev *d, uint32_t sequence)
@@ -739,8 +851,8 @@ static void *driver_thread(void *arg)
 	while (d->streaming && !d->gone) {
 		struct sim_buf *b;
 		struct timespec now;
-		uint32_t seq, used;
-		uint8_t *dst;
+		uint32_t seq, used[VIDEO_MAX_PLANES], start = 0;
+		uint8_t *dst[VIDEO_MAX_PLANES];
 		int idx;
 
 		long interval = 1000000000L / (long)d->cur_fps;
@@ -762,15 +874,22 @@ static void *driver_thread(void *arg)
 		memmove(d->incoming, d->incoming + 1, (size_t)--d->nincoming * sizeof(int));
 		b = &d->bufs[idx];
 		b->state = BUF_ACTIVE;
-		dst = d->memory == V4L2_MEMORY_MMAP ? b->kmap :
-		      d->memory == V4L2_MEMORY_USERPTR ? (uint8_t *)b->userptr : b->dmamap;
-		used = frame_bytesused(d, seq);
+		for (uint32_t p = 0; p < d->nplanes; p++) {
+			struct sim_plane *pl = &b->p[p];
+			dst[p] = d->memory == V4L2_MEMORY_MMAP ? pl->kmap :
+				 d->memory == V4L2_MEMORY_USERPTR ? (uint8_t *)pl->userptr : pl->dmamap;
+			used[p] = d->nplanes == 1 ? frame_bytesused(d, seq) : d->plane_size[p];
+		}
 		pthread_mutex_unlock(&g_lock);
-		fill_pattern(dst, used, seq);
+		for (uint32_t p = 0; p < d->nplanes; p++) {
+			fill_pattern(dst[p], used[p], seq, start);
+			start += used[p];
+		}
 		pthread_mutex_lock(&g_lock);
 		if (!d->streaming)
 			break;
-		b->bytesused = used;
+		for (uint32_t p = 0; p < d->nplanes; p++)
+			b->p[p].bytesused = used[p];
 		b->sequence = seq;
 		/* the frame's end as a sensor clock saw it: the tick, not the fill */
 		b->timestamp.tv_sec = next.tv_sec;
@@ -930,9 +1049,13 @@ static void fill_format(const struct sim_dev *d, struct v4l2_format *f, uint32_t
 		f->fmt.pix_mp.pixelformat = code;
 		f->fmt.pix_mp.field = V4L2_FIELD_NONE;
 		f->fmt.pix_mp.colorspace = V4L2_COLORSPACE_SRGB;
-		f->fmt.pix_mp.num_planes = 1;
-		f->fmt.pix_mp.plane_fmt[0].bytesperline = bpl;
-		f->fmt.pix_mp.plane_fmt[0].sizeimage = size;
+		uint32_t pbpl[VIDEO_MAX_PLANES], psize[VIDEO_MAX_PLANES];
+		uint32_t n = format_planes(d, code, w, h, pbpl, psize);
+		f->fmt.pix_mp.num_planes = (uint8_t)n;
+		for (uint32_t p = 0; p < n; p++) {
+			f->fmt.pix_mp.plane_fmt[p].bytesperline = pbpl[p];
+			f->fmt.pix_mp.plane_fmt[p].sizeimage = psize[p];
+		}
 	} else {
 		f->fmt.pix.width = w;
 		f->fmt.pix.height = h;
@@ -996,12 +1119,8 @@ static int vidioc_fmt(struct sim_dev *d, struct sim_handle *h, unsigned long req
 	}
 	negotiate(d, f, &code, &w, &hh);
 	fill_format(d, f, code, w, hh);
-	if (request == VIDIOC_S_FMT) {
-		d->pixelformat = code;
-		d->width = w;
-		d->height = hh;
-		format_geometry(d, code, w, hh, &d->bytesperline, &d->sizeimage);
-	}
+	if (request == VIDIOC_S_FMT)
+		set_format(d, code, w, hh);
 	return 0;
 }
 
@@ -1066,8 +1185,7 @@ static void fill_buffer(const struct sim_dev *d, uint32_t index, struct v4l2_buf
 {
 	const struct sim_buf *b = &d->bufs[index];
 	struct v4l2_plane *planes = vb->m.planes;
-	uint32_t length = d->memory == V4L2_MEMORY_MMAP ? d->sizeimage :
-			  d->memory == V4L2_MEMORY_USERPTR ? b->ulength : (uint32_t)b->dmamaplen;
+	uint32_t length[VIDEO_MAX_PLANES];
 	uint32_t flags = V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC | V4L2_BUF_FLAG_TSTAMP_SRC_EOF;
 
 	if (b->mapcount)
@@ -1086,27 +1204,34 @@ static void fill_buffer(const struct sim_dev *d, uint32_t index, struct v4l2_buf
 	vb->field = V4L2_FIELD_NONE;
 	vb->timestamp = b->timestamp;
 	vb->sequence = b->sequence;
+	for (uint32_t p = 0; p < d->nplanes; p++)
+		length[p] = d->memory == V4L2_MEMORY_MMAP ? d->plane_size[p] :
+			    d->memory == V4L2_MEMORY_USERPTR ? b->p[p].ulength :
+			    (uint32_t)b->p[p].dmamaplen;
 	if (is_mplane(d)) {
 		vb->m.planes = planes;
-		vb->length = 1;
-		memset(&planes[0], 0, sizeof(planes[0]));
-		planes[0].bytesused = b->bytesused;
-		planes[0].length = length;
-		if (d->memory == V4L2_MEMORY_MMAP)
-			planes[0].m.mem_offset = b->offset;
-		else if (d->memory == V4L2_MEMORY_USERPTR)
-			planes[0].m.userptr = b->userptr;
-		else
-			planes[0].m.fd = b->dmafd;
+		vb->length = d->nplanes;
+		for (uint32_t p = 0; p < d->nplanes; p++) {
+			const struct sim_plane *pl = &b->p[p];
+			memset(&planes[p], 0, sizeof(planes[p]));
+			planes[p].bytesused = pl->bytesused;
+			planes[p].length = length[p];
+			if (d->memory == V4L2_MEMORY_MMAP)
+				planes[p].m.mem_offset = pl->offset;
+			else if (d->memory == V4L2_MEMORY_USERPTR)
+				planes[p].m.userptr = pl->userptr;
+			else
+				planes[p].m.fd = pl->dmafd;
+		}
 	} else {
-		vb->bytesused = b->bytesused;
-		vb->length = length;
+		vb->bytesused = b->p[0].bytesused;
+		vb->length = length[0];
 		if (d->memory == V4L2_MEMORY_MMAP)
-			vb->m.offset = b->offset;
+			vb->m.offset = b->p[0].offset;
 		else if (d->memory == V4L2_MEMORY_USERPTR)
-			vb->m.userptr = b->userptr;
+			vb->m.userptr = b->p[0].userptr;
 		else
-			vb->m.fd = b->dmafd;
+			vb->m.fd = b->p[0].dmafd;
 	}
 }
 
@@ -1118,7 +1243,8 @@ static int check_buffer_arg(const struct sim_dev *d, const struct v4l2_buffer *v
 	if (is_mplane(d)) {
 		if (!vb->m.planes)
 			return -EFAULT;
-		if (vb->length < 1 || vb->length > VIDEO_MAX_PLANES)
+		/* as vb2: room for fewer planes than the format has is EINVAL */
+		if (vb->length < d->nplanes || vb->length > VIDEO_MAX_PLANES)
 			return -EINVAL;
 	}
 	return 0;
@@ -1135,11 +1261,11 @@ static int vidioc_querybuf(struct sim_dev *d, struct v4l2_buffer *vb)
 	return 0;
 }
 
-static int import_dmabuf(struct sim_dev *d, struct sim_buf *b, int fd)
+static int import_dmabuf(struct sim_plane *b, int fd, uint32_t need)
 {
 	struct stat st;
 	void *p;
-	if (fd < 0 || fstat(fd, &st) || (size_t)st.st_size < d->sizeimage)
+	if (fd < 0 || fstat(fd, &st) || (size_t)st.st_size < need)
 		return -EINVAL;
 	if (b->dmamap && b->dmadev == st.st_dev && b->dmaino == st.st_ino)
 		return 0;
@@ -1168,19 +1294,25 @@ static int vidioc_qbuf(struct sim_dev *d, struct sim_handle *h, struct v4l2_buff
 	b = &d->bufs[vb->index];
 	if (b->state != BUF_DEQUEUED)
 		return -EINVAL;
-	if (d->memory == V4L2_MEMORY_USERPTR) {
-		unsigned long ptr = is_mplane(d) ? vb->m.planes[0].m.userptr : vb->m.userptr;
-		uint32_t len = is_mplane(d) ? vb->m.planes[0].length : vb->length;
-		if (!ptr || len < d->sizeimage || d->userptr_contig)
+	/* every plane is checked before any is taken */
+	for (uint32_t p = 0; p < d->nplanes && d->memory == V4L2_MEMORY_USERPTR; p++) {
+		unsigned long ptr = is_mplane(d) ? vb->m.planes[p].m.userptr : vb->m.userptr;
+		uint32_t len = is_mplane(d) ? vb->m.planes[p].length : vb->length;
+		if (!ptr || len < d->plane_size[p] || d->userptr_contig)
 			return -EINVAL;
-		b->userptr = ptr;
-		b->ulength = len;
-	} else if (d->memory == V4L2_MEMORY_DMABUF) {
-		int fd = is_mplane(d) ? vb->m.planes[0].m.fd : vb->m.fd;
-		err = import_dmabuf(d, b, fd);
-		if (err)
-			return err;
-		b->dmafd = fd;
+	}
+	for (uint32_t p = 0; p < d->nplanes; p++) {
+		struct sim_plane *pl = &b->p[p];
+		if (d->memory == V4L2_MEMORY_USERPTR) {
+			pl->userptr = is_mplane(d) ? vb->m.planes[p].m.userptr : vb->m.userptr;
+			pl->ulength = is_mplane(d) ? vb->m.planes[p].length : vb->length;
+		} else if (d->memory == V4L2_MEMORY_DMABUF) {
+			int fd = is_mplane(d) ? vb->m.planes[p].m.fd : vb->m.fd;
+			err = import_dmabuf(pl, fd, d->plane_size[p]);
+			if (err)
+				return err;
+			pl->dmafd = fd;
+		}
 	}
 	b->state = BUF_QUEUED;
 	b->flags = 0;
@@ -1271,12 +1403,151 @@ static int vidioc_expbuf(struct sim_dev *d, struct v4l2_exportbuffer *e)
 		return -ENOTTY;
 	if (e->type != d->buf_type || (e->flags & ~(uint32_t)(O_CLOEXEC | O_ACCMODE)))
 		return -EINVAL;
-	if (d->memory != V4L2_MEMORY_MMAP || e->index >= d->nbufs || e->plane >= 1)
+	if (d->memory != V4L2_MEMORY_MMAP || e->index >= d->nbufs || e->plane >= d->nplanes)
 		return -EINVAL;
-	fd = fcntl(d->bufs[e->index].memfd, (e->flags & O_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
+	fd = fcntl(d->bufs[e->index].p[e->plane].memfd, (e->flags & O_CLOEXEC) ? F_DUPFD_CLOEXEC : F_DUPFD, 0);
 	if (fd < 0)
 		return -errno;
 	e->fd = fd;
+	return 0;
+}
+
+/* ---- controls ------------------------------------------------------------ */
+
+static int ctrl_index(uint32_t id)
+{
+	for (int i = 0; i < NCTRLS; i++)
+		if (g_ctrls[i].id == id)
+			return i;
+	return -1;
+}
+
+static uint32_t ctrl_flags(const struct sim_dev *d, int i)
+{
+	const struct sim_ctrl *c = &g_ctrls[i];
+	if (c->type == V4L2_CTRL_TYPE_CTRL_CLASS)
+		return V4L2_CTRL_FLAG_READ_ONLY | V4L2_CTRL_FLAG_WRITE_ONLY;
+	/* as uvcvideo: the exposure time is inactive unless exposure is manual (1) */
+	if (c->id == V4L2_CID_EXPOSURE_ABSOLUTE &&
+	    d->ctrl_value[ctrl_index(V4L2_CID_EXPOSURE_AUTO)] != 1)
+		return V4L2_CTRL_FLAG_INACTIVE;
+	return 0;
+}
+
+static int vidioc_query_ext_ctrl(struct sim_dev *d, struct v4l2_query_ext_ctrl *q)
+{
+	uint32_t want = q->id & ~(V4L2_CTRL_FLAG_NEXT_CTRL | V4L2_CTRL_FLAG_NEXT_COMPOUND);
+	bool next = q->id & V4L2_CTRL_FLAG_NEXT_CTRL;
+	int found = -1;
+	if (d->no_controls)
+		return -EINVAL;
+	for (int i = 0; i < NCTRLS; i++) {	/* the table is in id order */
+		if (next ? g_ctrls[i].id > want : g_ctrls[i].id == want) {
+			found = i;
+			break;
+		}
+	}
+	if (found < 0)
+		return -EINVAL;
+	const struct sim_ctrl *c = &g_ctrls[found];
+	memset(q, 0, sizeof(*q));
+	q->id = c->id;
+	q->type = c->type;
+	snprintf(q->name, sizeof(q->name), "%s", c->name);
+	q->minimum = c->min;
+	q->maximum = c->max;
+	q->step = (uint64_t)c->step;
+	q->default_value = c->def;
+	q->flags = ctrl_flags(d, found);
+	q->elem_size = c->type == V4L2_CTRL_TYPE_CTRL_CLASS ? 0 : 4;
+	q->elems = 1;
+	return 0;
+}
+
+static int vidioc_querymenu(struct sim_dev *d, struct v4l2_querymenu *m)
+{
+	int i = d->no_controls ? -1 : ctrl_index(m->id);
+	uint32_t id = m->id, index = m->index;
+	if (i < 0 || g_ctrls[i].type != V4L2_CTRL_TYPE_MENU || index < g_ctrls[i].min ||
+	    index > g_ctrls[i].max || (g_ctrls[i].skip & (1u << index)))
+		return -EINVAL;
+	memset(m, 0, sizeof(*m));
+	m->id = id;
+	m->index = index;
+	snprintf((char *)m->name, sizeof(m->name), "%s", g_ctrls[i].menu[index]);
+	return 0;
+}
+
+/* Append one line to ctrl_log: what a test outside this process can see. */
+static void log_control(const struct sim_dev *d, int i)
+{
+	FILE *f;
+	if (!d->ctrl_log[0] || !(f = fopen(d->ctrl_log, "ae")))
+		return;
+	fprintf(f, "%s=%lld streaming=%d frames=%llu\n", g_ctrls[i].name,
+		(long long)d->ctrl_value[i], d->streaming ? 1 : 0, (unsigned long long)d->frames_done);
+	fclose(f);
+}
+
+/* G/S/TRY_EXT_CTRLS, with the v4l2-ctrls core's rules: every control is
+ * checked before any is set; an unknown one is EINVAL at its index; an
+ * integer is clamped to its range and step; a menu item that does not exist
+ * is ERANGE (out of range) or EINVAL (skipped). */
+static int vidioc_ext_ctrls(struct sim_dev *d, unsigned long request, struct v4l2_ext_controls *cs)
+{
+	int64_t values[16];
+	int idx[16];
+	if (cs->which != V4L2_CTRL_WHICH_CUR_VAL && cs->which != V4L2_CTRL_WHICH_DEF_VAL &&
+	    cs->which != V4L2_CTRL_CLASS_USER && cs->which != V4L2_CTRL_CLASS_CAMERA)
+		return -EINVAL;
+	if (cs->which == V4L2_CTRL_WHICH_DEF_VAL && request != VIDIOC_G_EXT_CTRLS)
+		return -EINVAL;
+	if (!cs->count)
+		return 0;
+	if (cs->count > 16)
+		return -EINVAL;
+	if (!cs->controls)
+		return -EFAULT;
+	for (uint32_t n = 0; n < cs->count; n++) {
+		struct v4l2_ext_control *x = &cs->controls[n];
+		int i = d->no_controls ? -1 : ctrl_index(x->id);
+		const struct sim_ctrl *c;
+		cs->error_idx = n;
+		if (i < 0 || (cs->which >= V4L2_CTRL_CLASS_USER && cs->which < V4L2_CTRL_WHICH_DEF_VAL &&
+			      (x->id & 0x0fff0000) != cs->which))
+			return -EINVAL;
+		c = &g_ctrls[i];
+		if (c->type == V4L2_CTRL_TYPE_CTRL_CLASS)
+			return -EACCES;
+		idx[n] = i;
+		if (request == VIDIOC_G_EXT_CTRLS)
+			continue;
+		values[n] = x->value;
+		if (c->type == V4L2_CTRL_TYPE_MENU) {
+			if (values[n] < c->min || values[n] > c->max)
+				return -ERANGE;
+			if (c->skip & (1u << values[n]))
+				return -EINVAL;
+		} else {
+			values[n] = values[n] < c->min ? c->min : values[n] > c->max ? c->max : values[n];
+			values[n] -= (values[n] - c->min) % c->step;
+		}
+	}
+	cs->error_idx = cs->count;
+	for (uint32_t n = 0; n < cs->count; n++) {
+		struct v4l2_ext_control *x = &cs->controls[n];
+		int i = idx[n];
+		if (request == VIDIOC_G_EXT_CTRLS) {
+			x->value = (int32_t)(cs->which == V4L2_CTRL_WHICH_DEF_VAL ? g_ctrls[i].def :
+					     d->ctrl_value[i]);
+			continue;
+		}
+		x->value = (int32_t)values[n];
+		if (request == VIDIOC_S_EXT_CTRLS) {
+			d->ctrl_value[i] = values[n];
+			log_control(d, i);
+		}
+	}
 	return 0;
 }
 
@@ -1305,6 +1576,10 @@ static int dev_ioctl(struct sim_handle *h, int fd, unsigned long request, void *
 	case VIDIOC_STREAMON: return vidioc_streamon(d, h, arg);
 	case VIDIOC_STREAMOFF: return vidioc_streamoff(d, h, arg);
 	case VIDIOC_EXPBUF: return vidioc_expbuf(d, arg);
+	case VIDIOC_QUERY_EXT_CTRL: return vidioc_query_ext_ctrl(d, arg);
+	case VIDIOC_QUERYMENU: return vidioc_querymenu(d, arg);
+	case VIDIOC_G_EXT_CTRLS: case VIDIOC_S_EXT_CTRLS: case VIDIOC_TRY_EXT_CTRLS:
+		return vidioc_ext_ctrls(d, request, arg);
 	}
 	return -ENOTTY;
 }
@@ -1493,18 +1768,19 @@ static void *sim_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
 	}
 	if ((flags & MAP_TYPE) == MAP_PRIVATE || d->memory != V4L2_MEMORY_MMAP || !len)
 		goto out;
-	for (uint32_t i = 0; i < d->nbufs; i++) {
-		struct sim_buf *b = &d->bufs[i];
-		if (off < 0 || (uint64_t)off != b->offset)
+	for (uint32_t i = 0; i < d->nbufs * d->nplanes; i++) {
+		struct sim_buf *b = &d->bufs[i / d->nplanes];
+		struct sim_plane *pl = &b->p[i % d->nplanes];
+		if (off < 0 || (uint64_t)off != pl->offset)
 			continue;
-		if (len > b->alloc)
+		if (len > pl->alloc)
 			goto out;
 		m = calloc(1, sizeof(*m));
 		if (!m) {
 			err = ENOMEM;
 			goto out;
 		}
-		p = real_mmap(addr, len, prot, flags, b->memfd, 0);
+		p = real_mmap(addr, len, prot, flags, pl->memfd, 0);
 		if (p == MAP_FAILED) {
 			err = errno;
 			free(m);
@@ -1513,7 +1789,7 @@ static void *sim_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t
 		m->addr = p;
 		m->len = len;
 		m->dev = d;
-		m->index = i;
+		m->index = i / d->nplanes;
 		m->generation = d->generation;
 		m->next = g_mappings;
 		__atomic_store_n(&g_mappings, m, __ATOMIC_RELEASE);
