@@ -38,6 +38,8 @@ from framebus.commands import Command
 
 from .jpeg import JpegEncoder
 
+BYE_SEQ = 0  # what a consumer acknowledges a goodbye as (frame seqs start at 1)
+BYE_TIMEOUT = 1.0  # how long a stopping bridge waits for its goodbyes to be acknowledged
 ACK_TIMEOUT = 2.0  # a frame not acknowledged by then is counted lost and its slot freed
 _WAIT = 0.1  # the main loop's longest sleep (stop signal, new links, reports)
 
@@ -77,9 +79,12 @@ class Link:
                 del self.in_flight[seq]
                 self.lost += 1
 
-    def stop(self, bye: bytes | None = None) -> None:
-        if bye is not None:
-            self._outbox.put((b"", bye))
+    def say_goodbye(self, reason: str) -> None:
+        """Send the goodbye message; the consumer acknowledges it as seq 0."""
+        self.in_flight[BYE_SEQ] = time.monotonic()
+        self._outbox.put((b"", bye_message(reason)))
+
+    def stop(self) -> None:
         self._outbox.put(None)
         self._thread.join(timeout=2.0)
         try:
@@ -118,7 +123,8 @@ class Bridge:
         self._encoder: JpegEncoder | None = None
         self._staging = bytearray()
         self._format: FrameFormat | None = None
-        self._work_ms: list[float] = []  # copy or encode time of each frame since the last report
+        # (lease held, Zenoh's copy) in ms for each frame since the last report
+        self._timing: list[tuple[float, float]] = []
         self._closed = Figures()  # totals of links that have gone
         self._rate_mark = (time.monotonic(), 0, 0)  # (time, sent, bytes) at the last report
 
@@ -136,9 +142,7 @@ class Bridge:
                                                         history=True)]
             token = session.liveliness().declare_token(self.keys.bridge(self.id))
             self._loop()
-            for link in list(self.links.values()):
-                link.stop(bye_message("the bridge stopped"))
-            self.links.clear()
+            self._say_goodbye("the bridge stopped")
             token.undeclare()
         finally:
             session.close()
@@ -171,34 +175,48 @@ class Bridge:
     def _publish(self, frame: Frame) -> None:
         fmt = self.cam.format
         started = time.perf_counter()
-        with frame:
-            payload, sent_format = self._payload(frame, fmt)
-        self._work_ms.append((time.perf_counter() - started) * 1000)
+        with frame:  # the lease: held while the pixels are copied or encoded
+            data, sent_format = self._payload(frame, fmt)
+        released = time.perf_counter()
+        payload = self.zenoh.ZBytes(data)  # zenoh-python's own copy, shared by every link
+        self._timing.append(((released - started) * 1000, (time.perf_counter() - released) * 1000))
         run = f"{self.id}.{self.cam.sessions}"
         header = FrameHeader(frame.seq, frame.timestamp_ns, frame.index, sent_format,
                              self.args.encoding, run).pack()
-        size = len(payload)
+        size = len(data)
         with self._lock:
             for link in self.links.values():
                 if link.has_room():
                     link.send(run, frame.seq, payload, header, size)
 
-    def _payload(self, frame: Frame, fmt: FrameFormat) -> tuple[Any, FrameFormat]:
-        """The Zenoh payload of a held frame, and the format it travels in."""
+    def _payload(self, frame: Frame, fmt: FrameFormat) -> tuple[bytes | bytearray, FrameFormat]:
+        """The bytes to send of a held frame, and the format they travel in."""
         if self.args.encoding == "jpeg":
             if self._encoder is None or self._encoder.format != fmt:
                 self._encoder = JpegEncoder(fmt, self.args.quality)
             planes = (frame.array,) if fmt.compressed else frame.planes
-            return self.zenoh.ZBytes(self._encoder.encode(planes)), fmt
+            return self._encoder.encode(planes), fmt
         if fmt.compressed:
-            return self.zenoh.ZBytes(bytes(frame.array)), fmt
+            return bytes(frame.array), fmt
         sent = tight(fmt)
         if len(self._staging) != sent.sizeimage:
             self._staging = bytearray(sent.sizeimage)
         staged = sent.views(np.frombuffer(self._staging, np.uint8))
         for dst, src in zip(staged.planes, frame.planes):
             np.copyto(dst, src)
-        return self.zenoh.ZBytes(self._staging), sent
+        return self._staging, sent
+
+    def _say_goodbye(self, reason: str) -> None:
+        """Tell every consumer, and wait (briefly) until they have heard it: the
+        liveliness token must not vanish first, or they would think we crashed."""
+        with self._lock:
+            for link in self.links.values():
+                link.say_goodbye(reason)
+            self._lock.wait_for(lambda: all(BYE_SEQ not in link.in_flight
+                                            for link in self.links.values()), BYE_TIMEOUT)
+            links, self.links = list(self.links.values()), {}
+        for link in links:
+            link.stop()
 
     # ------------------------------------------------- Zenoh's threads
     def _on_info(self, query: Any) -> None:
@@ -241,8 +259,8 @@ class Bridge:
             for link in self.links.values():
                 figures.add(link)
         figures.add_totals(self._closed)
-        work = float(np.median(self._work_ms)) if self._work_ms else 0.0
-        self._work_ms.clear()
+        lease_ms, zenoh_ms = np.median(self._timing, axis=0) if self._timing else (0.0, 0.0)
+        self._timing.clear()
         mark_time, mark_sent, mark_bytes = self._rate_mark
         self._rate_mark = (now, figures.sent, figures.bytes)
         elapsed = max(now - mark_time, 1e-6)
@@ -251,7 +269,8 @@ class Bridge:
             "dropped": figures.dropped, "lost": figures.lost, "in_flight": figures.in_flight,
             "fps": round((figures.sent - mark_sent) / elapsed, 1),
             "bytes_per_s": int((figures.bytes - mark_bytes) / elapsed),
-            "work_ms": round(work, 2), "bus_dropped": self.cam.dropped}
+            "lease_ms": round(float(lease_ms), 2), "zenoh_copy_ms": round(float(zenoh_ms), 2),
+            "bus_dropped": self.cam.dropped}
         print(format_figures(self.args.key, report), file=sys.stderr, flush=True)
         publish = getattr(self.cam, "publish_figures", None)
         if publish is not None:
@@ -285,7 +304,8 @@ def format_figures(key: str, f: dict[str, int | float | str]) -> str:
     work = "copy" if f["encoding"] == "raw" else "encode"
     return (f"bridge {key}: {f['links']} link(s), {f['fps']} fps sent, "
             f"{float(f['bytes_per_s']) / 1e6:.1f} MB/s, sent {f['sent']}, dropped {f['dropped']}, "
-            f"lost {f['lost']}, in flight {f['in_flight']}, {work} {f['work_ms']} ms")
+            f"lost {f['lost']}, in flight {f['in_flight']}, lease {f['lease_ms']} ms ({work}), "
+            f"Zenoh copy {f['zenoh_copy_ms']} ms")
 
 
 # ------------------------------------------------------------------ CLI

@@ -275,19 +275,23 @@ class RemoteConsumer:
                 self._error = exc
                 self._cond.notify_all()
             return
+        self._acknowledge(0 if isinstance(message, str) else message.seq)
         if isinstance(message, str):
             with self._cond:
                 self._gone = ProducerGone(f"bridge for {self.key!r} stopped: {message}",
                                           clean=True)
                 self._cond.notify_all()
             return
-        try:
-            self._acks.put(message.seq.to_bytes(8, "little"))
-        except self._zenoh.ZError:
-            pass  # the session is closing
         with self._cond:
             self._pending = (message, sample.payload)  # a newer frame replaces an unread one
             self._cond.notify_all()
+
+    def _acknowledge(self, seq: int) -> None:
+        """Tell the bridge a frame (or its goodbye, seq 0) arrived: it frees a slot."""
+        try:
+            self._acks.put(seq.to_bytes(8, "little"))
+        except self._zenoh.ZError:
+            pass  # the session is closing
 
     def _on_bridge(self, sample: Any) -> None:
         bridge = last_chunk(sample.key_expr)

@@ -25,6 +25,7 @@ import pytest
 from framebus import FrameFormat, FramebusError, NoProducer
 from framebus._zenoh import Keys, zenoh_config
 from framebus.pattern import Pattern
+from framebus.report import query_status
 
 from .conftest import Processes, read_json, wait_for
 
@@ -205,6 +206,17 @@ def test_raw_frames_cross_the_link_exactly(net: Net, procs: Processes, sock: str
     assert result["gone"] is None
     # Every frame crossed the veth (no shared memory between the namespaces).
     assert net.tx_bytes(a, dev) - before > 20 * 320 * 240 * 2
+    # The bridge is a consumer of the bus, with its link figures once the producer keeps them.
+    bridge = wait_for(lambda: _status_entry(sock, "bridge:cam0"), what="the bridge in status")
+    if "figures" in bridge:
+        figures = wait_for(lambda: _status_entry(sock, "bridge:cam0")["figures"].get("sent"),
+                           what="figures") and _status_entry(sock, "bridge:cam0")["figures"]
+        assert figures["sent"] >= 20 and {"dropped", "bytes_per_s", "in_flight"} <= set(figures)
+
+
+def _status_entry(sock: str, name: str) -> dict | None:
+    report = query_status(sock)
+    return next((c for c in report["consumers"] if c["name"] == name), None)
 
 
 def test_jpeg_from_nv12_within_tolerance(net: Net, procs: Processes, sock: str) -> None:
