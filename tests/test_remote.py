@@ -15,8 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from typing import Iterator
 
 import numpy as np
@@ -26,6 +24,7 @@ from framebus import FrameFormat, FramebusError, NoProducer
 from framebus._zenoh import Keys, zenoh_config
 from framebus.pattern import Pattern
 from framebus.report import query_status
+from framebus_bench.netns import Namespaces
 
 from .conftest import Processes, read_json, wait_for
 
@@ -100,50 +99,19 @@ session.close()
 """
 
 
-class Net:
-    """Namespaces joined by veth pairs, and the processes run inside them."""
+class Net(Namespaces):
+    """The test's namespaces, and framebus processes run inside them."""
 
     def __init__(self, workdir: str) -> None:
-        self.tag = f"fb{os.getpid() % 100000}"
+        super().__init__()
         self.workdir = workdir
-        self.namespaces: list[str] = []
-        self.procs = Processes()
-
-    def ns(self, role: str) -> str:
-        name = f"{self.tag}{role}"
-        _ip("netns", "add", name)
-        self.namespaces.append(name)
-        _ip("-n", name, "link", "set", "lo", "up")
-        return name
-
-    def link(self, a: str, a_addr: str, b: str, b_addr: str) -> str:
-        """A veth pair between namespaces a and b (a /30 each side); the name of a's end."""
-        end_a, end_b = f"{a}0{b[-1]}", f"{b}0{a[-1]}"
-        _ip("link", "add", end_a, "type", "veth", "peer", "name", end_b)
-        for ns, end, addr in ((a, end_a, a_addr), (b, end_b, b_addr)):
-            _ip("link", "set", end, "netns", ns)
-            _ip("-n", ns, "addr", "add", f"{addr}/30", "dev", end)
-            _ip("-n", ns, "link", "set", end, "up")
-        return end_a
-
-    def shape(self, ns: str, dev: str, rate: str) -> None:
-        subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root",
-                        "tbf", "rate", rate, "burst", "128kb", "latency", "20ms"], check=True)
-
-    def tx_bytes(self, ns: str, dev: str) -> int:
-        stats = subprocess.run(["ip", "-n", ns, "-s", "-j", "link", "show", dev], check=True,
-                               capture_output=True, text=True).stdout
-        return int(json.loads(stats)[0]["stats64"]["tx"]["bytes"])
 
     def run(self, ns: str, *argv: str, log: str | None = None) -> subprocess.Popen[str]:
         """`python argv...` inside namespace ns (stderr to a log file if named)."""
-        stderr = open(os.path.join(self.workdir, log), "w") if log else subprocess.PIPE
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, *argv], text=True,
-                                stdout=subprocess.PIPE, stderr=stderr)
-        if log:
-            stderr.close()  # type: ignore[union-attr]
-        self.procs.children.append(proc)
-        return proc
+        if not log:
+            return self.python(ns, *argv)
+        with open(os.path.join(self.workdir, log), "w") as stderr:
+            return self.python(ns, *argv, stderr=stderr)
 
     def bridge(self, ns: str, sock: str, *extra: str, log: str = "bridge.log") -> subprocess.Popen[str]:
         return self.run(ns, "-m", "framebus", "bridge", "--socket", sock, "--key", "cam0",
@@ -159,15 +127,6 @@ class Net:
         with open(os.path.join(self.workdir, name)) as f:
             return f.read()
 
-    def close(self) -> None:
-        self.procs.close()
-        for name in self.namespaces:
-            subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
 
 @pytest.fixture
 def net(workdir: str) -> Iterator[Net]:
@@ -176,13 +135,12 @@ def net(workdir: str) -> Iterator[Net]:
         yield network
     finally:
         network.close()
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert network.tag not in left, "a network namespace was left behind"
+        assert not network.left(), "a network namespace was left behind"
 
 
 def _pair(net: Net) -> tuple[str, str, str]:
     """Namespaces a (bridge) and b (remote consumer) on one veth; a's device."""
-    a, b = net.ns("a"), net.ns("b")
+    a, b = net.add("a"), net.add("b")
     dev = net.link(a, "10.77.0.1", b, "10.77.0.2")
     return a, b, dev
 
@@ -235,7 +193,7 @@ def test_jpeg_from_nv12_within_tolerance(net: Net, procs: Processes, sock: str) 
 def test_through_a_zenoh_router(net: Net, procs: Processes, sock: str) -> None:
     """Bridge and consumer each reach only the router's namespace (no route between them)."""
     procs.producer(sock, fps=30, width=320, height=240, fmt="RGB3")
-    a, r, b = net.ns("a"), net.ns("r"), net.ns("b")
+    a, r, b = net.add("a"), net.add("r"), net.add("b")
     dev_a = net.link(a, "10.77.0.5", r, "10.77.0.6")
     net.link(r, "10.77.0.9", b, "10.77.0.10")
     router = net.run(r, "-c", ROUTER, f"tcp/10.77.0.6:{PORT}", f"tcp/10.77.0.9:{PORT}")
