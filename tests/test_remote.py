@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from framebus import FrameFormat, FramebusError, NoProducer
+from framebus import FrameFormat, FramebusError
 from framebus._zenoh import Keys, zenoh_config
 from framebus.pattern import Pattern
 from framebus.report import query_status
@@ -164,6 +164,12 @@ def test_raw_frames_cross_the_link_exactly(net: Net, procs: Processes, sock: str
     assert result["gone"] is None
     # Every frame crossed the veth (no shared memory between the namespaces).
     assert net.tx_bytes(a, dev) - before > 20 * 320 * 240 * 2
+    # The command line's remote consumer, on the same bridge.
+    consume = net.run(b, "-m", "framebus", "consume", "--zenoh", "cam0", "--connect",
+                      f"tcp/10.77.0.1:{PORT}", "--frames", "10", "--json")
+    out, err = consume.communicate(timeout=30)
+    assert consume.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["frames"] >= 10
     # The bridge is a consumer of the bus, with its link figures once the producer keeps them.
     bridge = wait_for(lambda: _status_entry(sock, "bridge:cam0"), what="the bridge in status")
     if "figures" in bridge:
@@ -263,10 +269,22 @@ def test_slow_link_drops_frames_instead_of_queueing(net: Net, procs: Processes,
 
 
 # ------------------------------------------------------- without a network
-def test_no_bridge_is_a_clear_error() -> None:
-    from framebus.remote import RemoteConsumer
-    with pytest.raises(NoProducer, match="no framebus bridge publishes key 'nothing'"):
-        RemoteConsumer("nothing", timeout=0.3)
+def test_consume_with_no_bridge_says_so(procs: Processes) -> None:
+    consume = procs.start("-m", "framebus", "consume", "--zenoh", "nothing", "--connect",
+                          "tcp/127.0.0.1:1")
+    out, err = consume.communicate(timeout=30)
+    assert consume.returncode == 1
+    assert "no framebus bridge publishes key 'nothing' via tcp/127.0.0.1:1" in err
+
+
+def test_no_bridge_is_a_clear_error(procs: Processes) -> None:
+    """A NoProducer naming the key (in a child: Zenoh's runtime threads outlive a session)."""
+    probe = procs.start("-c", "from framebus import NoProducer\n"
+                              "from framebus.remote import RemoteConsumer\n"
+                              "try:\n    RemoteConsumer('nothing', timeout=0.3)\n"
+                              "except NoProducer as exc:\n    print('NoProducer:', exc)\n")
+    out, err = probe.communicate(timeout=30)
+    assert out.startswith("NoProducer: no framebus bridge publishes key 'nothing'"), (out, err)
 
 
 @pytest.mark.parametrize("key", ["", "a/*", "a//b", "$x", "a b"])
