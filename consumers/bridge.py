@@ -111,6 +111,8 @@ class Bridge:
             raise FramebusError(f"--quality must be 1..100, not {args.quality}")
         if args.max_fps < 0:
             raise FramebusError(f"--max-fps must be positive, not {args.max_fps}")
+        if args.interval <= 0:
+            raise FramebusError(f"--interval must be positive, not {args.interval}")
         self.args = args
         self.keys = Keys(args.key)
         self.id = new_id()
@@ -122,9 +124,9 @@ class Bridge:
         self._events: queue.SimpleQueue[tuple[bool, str]] = queue.SimpleQueue()
         self._encoder: JpegEncoder | None = None
         self._staging = bytearray()
-        self._format: FrameFormat | None = None
         # (lease held, Zenoh's copy) in ms for each frame since the last report
         self._timing: list[tuple[float, float]] = []
+        self.revoked = 0  # frames not sent because their lease was revoked while read
         self._closed = Figures()  # totals of links that have gone
         self._rate_mark = (time.monotonic(), 0, 0)  # (time, sent, bytes) at the last report
 
@@ -177,6 +179,9 @@ class Bridge:
         started = time.perf_counter()
         with frame:  # the lease: held while the pixels are copied or encoded
             data, sent_format = self._payload(frame, fmt)
+            if not frame.valid():  # the lease was revoked under the copy: pixels may be torn
+                self.revoked += 1
+                return
         released = time.perf_counter()
         payload = self.zenoh.ZBytes(data)  # zenoh-python's own copy, shared by every link
         self._timing.append(((released - started) * 1000, (time.perf_counter() - released) * 1000))
@@ -270,7 +275,7 @@ class Bridge:
             "fps": round((figures.sent - mark_sent) / elapsed, 1),
             "bytes_per_s": int((figures.bytes - mark_bytes) / elapsed),
             "lease_ms": round(float(lease_ms), 2), "zenoh_copy_ms": round(float(zenoh_ms), 2),
-            "bus_dropped": self.cam.dropped}
+            "bus_dropped": self.cam.dropped, "revoked": self.revoked}
         print(format_figures(self.args.key, report), file=sys.stderr, flush=True)
         publish = getattr(self.cam, "publish_figures", None)
         if publish is not None:

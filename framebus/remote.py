@@ -152,11 +152,11 @@ class RemoteConsumer:
         self._pool: list[np.ndarray] = []
         self._pool_format: FrameFormat | None = None
         self._zenoh = import_zenoh()
-        endpoints = list(connect) + list(listen)
+        connect, listen = list(connect), list(listen)
         self._session = open_session(zenoh_config(listen, connect, config, mode))
         try:
             self._declare()
-            info = self._find_bridge(timeout, endpoints)
+            info = self._find_bridge(timeout, connect + listen)
             self.encoding = info.encoding
             self.source_format = info.format  # the producer's own format
             self.format = self._output_format(info.format, info.encoding)
