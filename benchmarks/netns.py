@@ -43,10 +43,15 @@ class Namespaces:
         """A veth pair between namespaces a and b (a /30 each side); a's device."""
         end_a, end_b = f"{a}0{b[-1]}", f"{b}0{a[-1]}"
         _ip("link", "add", end_a, "type", "veth", "peer", "name", end_b)
-        for ns, end, addr in ((a, end_a, a_addr), (b, end_b, b_addr)):
-            _ip("link", "set", end, "netns", ns)
-            _ip("-n", ns, "addr", "add", f"{addr}/30", "dev", end)
-            _ip("-n", ns, "link", "set", end, "up")
+        try:
+            for ns, end, addr in ((a, end_a, a_addr), (b, end_b, b_addr)):
+                _ip("link", "set", end, "netns", ns)
+                _ip("-n", ns, "addr", "add", f"{addr}/30", "dev", end)
+                _ip("-n", ns, "link", "set", end, "up")
+        except subprocess.CalledProcessError:
+            # An end still in this namespace would outlive the test's namespaces.
+            subprocess.run(["ip", "link", "del", end_a], check=False, capture_output=True)
+            raise
         return end_a
 
     def shape(self, ns: str, dev: str, rate: str) -> None:
