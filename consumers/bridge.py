@@ -111,6 +111,9 @@ class Bridge:
             raise FramebusError(f"--quality must be 1..100, not {args.quality}")
         if args.max_fps < 0:
             raise FramebusError(f"--max-fps must be positive, not {args.max_fps}")
+        if not (args.listen or args.connect or args.zenoh_config):
+            raise FramebusError("say where remote consumers reach the bridge: --listen "
+                                "tcp/0.0.0.0:7447, --connect tcp/HOST:7447 or --zenoh-config FILE")
         if args.interval <= 0:
             raise FramebusError(f"--interval must be positive, not {args.interval}")
         self.args = args

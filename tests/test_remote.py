@@ -293,6 +293,18 @@ def test_bad_keys_are_refused(key: str) -> None:
         Keys(key)
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["--key", "cam0"], "say where remote consumers reach the bridge"),
+    (["--key", "a*", "--listen", "tcp/127.0.0.1:7447"], "bad key 'a*'"),
+    (["--key", "cam0", "--listen", "127.0.0.1:7447"], "bad Zenoh endpoint"),
+    (["--key", "cam0", "--listen", "tcp/127.0.0.1:7447", "--quality", "0"], "--quality"),
+])
+def test_bridge_bad_arguments(procs: Processes, argv: list[str], message: str) -> None:
+    bridge = procs.start("-m", "framebus", "bridge", *argv)
+    _, err = bridge.communicate(timeout=30)
+    assert bridge.returncode == 2 and message in err, err
+
+
 def test_bad_endpoint_is_refused() -> None:
     with pytest.raises(FramebusError, match="bad Zenoh endpoint"):
         zenoh_config(connect=["10.77.0.1:7447"])
