@@ -20,6 +20,16 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _consume_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--zenoh", metavar="KEY",
+                        help="consume from another machine: the stream a 'framebus bridge "
+                             "--key KEY' publishes (needs framebus[remote])")
+    parser.add_argument("--connect", action="append", default=[], metavar="EP",
+                        help="with --zenoh: Zenoh endpoint of the bridge or a router, "
+                             "e.g. tcp/10.0.0.2:7447 (repeatable)")
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="how long (default 10)")
     parser.add_argument("--width", type=int, default=1920)
@@ -31,9 +41,10 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 CONSUME = Command(
     "consume", "attach a consumer and report fps, latency and drops", _consume,
-    add_common_arguments,
+    _consume_arguments,
     "Attach to a producer and print fps, publish-to-view latency and drops once a second; "
-    "exit 0 after --frames frames (or on Ctrl-C).")
+    "exit 0 after --frames frames (or on Ctrl-C). With --zenoh KEY, the frames come from a "
+    "'framebus bridge' on another machine instead.")
 
 DEMO = Command(
     "demo", "a synthetic camera and three consumer processes, live figures", _demo,

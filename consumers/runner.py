@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 from types import FrameType
-from typing import Callable
+from typing import Callable, cast
 
 from framebus import paths
 from framebus import (Consumer, Frame, FramebusError, NoProducer, ProducerGone,
@@ -17,6 +17,7 @@ from framebus import (Consumer, Frame, FramebusError, NoProducer, ProducerGone,
 from .stats import FrameStats, format_report
 
 Process = Callable[[Frame], dict[str, object] | None]
+_REMOTE_LOOKUP = 3.0  # seconds a remote consumer looks for its bridge by default
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +42,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def attach(args: argparse.Namespace, name: str) -> Consumer:
     """A Consumer for `args`, retrying for up to --wait seconds while no producer is there."""
+    if getattr(args, "zenoh", None):
+        return _attach_remote(args, name)
     deadline = time.monotonic() + args.wait
     while True:
         try:
@@ -50,6 +53,14 @@ def attach(args: argparse.Namespace, name: str) -> Consumer:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.1)
+
+
+def _attach_remote(args: argparse.Namespace, name: str) -> Consumer:
+    """A RemoteConsumer (`--zenoh KEY`): the same API as a Consumer, duck-typed."""
+    from framebus.remote import RemoteConsumer
+    return cast(Consumer, RemoteConsumer(
+        args.zenoh, connect=args.connect, name=name, max_held=args.max_held,
+        timeout=max(args.wait, _REMOTE_LOOKUP), reconnect=args.reconnect))
 
 
 def run(args: argparse.Namespace, name: str, process: Process) -> int:
