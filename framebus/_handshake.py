@@ -66,12 +66,18 @@ def read_hello(sock: socket.socket, path: str) -> tuple[tuple[Any, ...], list[in
 
 def attach(sock: socket.socket, path: str, role: str, name: str = "", policy: str = "latest",
            max_held: int = 1, depth: int = 0, channel: str = "zmq") -> protocol.Decoded:
-    """Send ATTACH and return the producer's answer (ACCEPT or STATUS)."""
+    """Send ATTACH and return the producer's answer (ACCEPT, STATUS or CONTROLS)."""
+    return request(sock, path,
+                   protocol.ATTACH.encode(role, name[:64], policy, max_held, depth, channel))
+
+
+def request(sock: socket.socket, path: str, message: bytes) -> protocol.Decoded:
+    """Send `message` and return the producer's answer (a refusal raised)."""
     try:
-        sock.send(protocol.ATTACH.encode(role, name[:64], policy, max_held, depth, channel))
+        sock.send(message)
         reply = sock.recv(protocol.MAX_CONTROL_MESSAGE)
     except TimeoutError:
-        raise Timeout(f"no answer to ATTACH from {path}") from None
+        raise Timeout(f"no answer from the producer at {path}") from None
     except ConnectionError as exc:  # the producer died mid-handshake
         raise ProducerGone(f"the producer at {path} went away: {exc}") from None
     return protocol.decode(_answer(reply, path), protocol.CONTROL, protocol.MAX_CONTROL_MESSAGE)

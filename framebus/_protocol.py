@@ -66,6 +66,13 @@ def _map(value: Any) -> bool:
     return type(value) is dict
 
 
+def _list(limit: int) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        return type(value) is list and len(value) <= limit
+    check.__doc__ = f"a list of at most {limit} items"
+    return check
+
+
 def _uint_list(value: Any) -> bool:
     """a list of at most 64 ints in 0..2**64-1"""
     return (type(value) is list and len(value) <= MAX_RELEASE_BATCH
@@ -116,7 +123,7 @@ HELLO = Message("HELLO", 1, (
     Field("lease_timeout_ms", _uint(86_400_000)),
 ))
 ATTACH = Message("ATTACH", 2, (
-    Field("role", _str(16)),  # "consumer" or "status"
+    Field("role", _str(16)),  # "consumer", "status" or "controls"
     Field("name", _str(64)),
     Field("policy", _str(16)),  # "latest" or "queue"
     Field("max_held", _uint(256)),
@@ -127,7 +134,11 @@ ACCEPT = Message("ACCEPT", 3, ())
 REFUSE = Message("REFUSE", 4, (Field("code", _str(32)), Field("reason", _str(1024))))
 BYE = Message("BYE", 5, (Field("reason", _str(1024)),))
 STATUS = Message("STATUS", 6, (Field("report", _map),))
-CONTROL = _declare(HELLO, ATTACH, ACCEPT, REFUSE, BYE, STATUS)
+# After ATTACH with role "controls": the camera's controls, then optionally
+# one SET_CONTROLS, answered by CONTROLS (with what was applied) or REFUSE.
+CONTROLS = Message("CONTROLS", 7, (Field("controls", _list(256)), Field("applied", _map)))
+SET_CONTROLS = Message("SET_CONTROLS", 8, (Field("values", _map),))
+CONTROL = _declare(HELLO, ATTACH, ACCEPT, REFUSE, BYE, STATUS, CONTROLS, SET_CONTROLS)
 
 # zmq.
 FRAME = Message("FRAME", 10, (

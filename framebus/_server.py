@@ -31,6 +31,7 @@ from ._endpoint import PrivateDir
 from ._protocol import SOCKET, ZMQ
 from ._ratelimit import RateLimitedLog
 from ._relays import RelayLink
+from .controls import Controls, wire_controls
 from .errors import FramebusError, ProtocolError
 
 log = logging.getLogger("framebus.producer")
@@ -51,8 +52,12 @@ class Server:
     def __init__(self, bus: Bus, lock: threading.Lock, control: ControlServer,
                  private_dir: PrivateDir, describe: Callable[[], dict[str, object]], *,
                  lease_timeout: float, mode: int, group: int | None,
-                 rate_log: RateLimitedLog) -> None:
+                 rate_log: RateLimitedLog, controls: Controls | None = None,
+                 request_timeout: float = 5.0) -> None:
         self.bus = bus
+        self.controls = controls
+        self._request_timeout = request_timeout
+        self._control_peers: dict[int, tuple[socket.socket, float]] = {}  # fd -> (conn, deadline)
         self.lock = lock
         self.control = control
         self.lease_timeout = lease_timeout
@@ -219,12 +224,15 @@ class Server:
                             self._on_attach(attach, now)
                     elif fd in self._conns:
                         self._on_control(self._conns[fd], mask, now)
+                    elif fd in self._control_peers:
+                        self._on_controls_request(fd)
                 freed = self.pump(now)
                 self._reap_relays()
                 for sub in self.bus.to_cut():
                     self.bus.counters["cut_off"] += 1
                     self._drop(sub, sub.cut_off, bye=f"disconnected: {sub.cut_off}")
                 self.control.expire(self._poller, now)
+                self._expire_control_peers(now)
                 freed |= self.bus.revoke_expired(now) > 0
                 if freed and self.acquire_waiters:
                     try:
@@ -250,6 +258,9 @@ class Server:
         if a.role == "status":
             send_quietly(a.conn, protocol.STATUS.encode(self._describe()))
             a.conn.close()
+            return
+        if a.role == "controls":
+            self._serve_controls(a.conn, None)
             return
         if a.role != "consumer":
             self.control.refuse(a.conn, "protocol", f"unknown role {a.role!r}")
@@ -280,6 +291,55 @@ class Server:
         self._poller.register(a.conn, POLL_IN)
         log.info("consumer %r attached (pid %d, uid %d, %s, holds up to %d)",
                  sub.name, sub.peer.pid, sub.peer.uid, a.policy, sub.quota)
+
+    def _serve_controls(self, conn: socket.socket, values: dict[str, int | str] | None) -> None:
+        """List the source's controls (and set `values` first); a peer that
+        only listed may send one SET_CONTROLS before its deadline."""
+        if self.controls is None:
+            self.control.refuse(conn, "controls", "this producer's source has no controls")
+            return
+        # A USB camera takes milliseconds per control: publishing goes on meanwhile.
+        self.lock.release()
+        try:
+            applied = self.controls.set(values) if values else {}
+            listing = wire_controls(self.controls.describe())
+        except (ValueError, FramebusError, OSError) as exc:
+            problem: str | None = str(exc)
+        else:
+            problem = None
+        finally:
+            self.lock.acquire()
+        if problem is not None:
+            self.control.refuse(conn, "controls", problem[:1000])
+            return
+        send_quietly(conn, protocol.CONTROLS.encode(listing, applied))
+        if values is not None or self.closed:
+            conn.close()
+            return
+        self._control_peers[conn.fileno()] = (conn, time.monotonic() + self._request_timeout)
+        self._poller.register(conn, POLL_IN)
+
+    def _on_controls_request(self, fd: int) -> None:
+        conn, _ = self._control_peers.pop(fd)
+        self._poller.unregister(conn)
+        try:
+            data = conn.recv(protocol.MAX_CONTROL_MESSAGE)
+            values = protocol.expect(data, protocol.SET_CONTROLS, protocol.CONTROL,
+                                     protocol.MAX_CONTROL_MESSAGE)[0] if data else None
+        except (OSError, ProtocolError) as exc:
+            self.control.refuse(conn, "protocol", f"bad SET_CONTROLS: {exc}")
+            return
+        if values is None:  # the peer only wanted the list
+            conn.close()
+            return
+        self._serve_controls(conn, values)
+
+    def _expire_control_peers(self, now: float) -> None:
+        for fd, (conn, deadline) in list(self._control_peers.items()):
+            if deadline <= now:
+                del self._control_peers[fd]
+                self._poller.unregister(conn)
+                conn.close()
 
     def _relay_for(self, uid: int) -> RelayLink:
         relay = self.relays.get(uid)
@@ -394,6 +454,9 @@ class Server:
         for relay in self.relays.values():
             relay.close()
         self.relays.clear()
+        for conn, _ in self._control_peers.values():
+            conn.close()
+        self._control_peers.clear()
         for fd in (*self._wake, *self._acquire_wake):
             os.close(fd)
 

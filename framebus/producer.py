@@ -31,6 +31,7 @@ from ._endpoint import PrivateDir
 from ._ratelimit import RateLimitedLog
 from ._server import Server
 from .buffers import Buffer, BufferPool
+from .controls import Controls
 from .errors import BusClosed, FramebusError, Timeout
 from .formats import FrameFormat
 from .linux.fdpass import Credentials
@@ -58,6 +59,8 @@ class Producer:
         max_consumers: consumers attached at once, beyond which newcomers are
             refused.
         handshake_timeout: seconds a peer has to complete its handshake.
+        controls: the source's camera controls, which clients may then list
+            and set through the control socket (`framebus.controls`).
 
     Raises `ValueError` for arguments out of range, `FramebusError` when the
     bus cannot be set up (the socket is in use, say).
@@ -67,7 +70,8 @@ class Producer:
                  pool: BufferPool | None = None, lease_timeout: float = 1.0, reserve: int = 2,
                  live: bool = True, mode: int = 0o660, group: int | None = None,
                  allow_uids: Iterable[int] = (), allow_gids: Iterable[int] = (),
-                 max_consumers: int = 64, handshake_timeout: float = 5.0) -> None:
+                 max_consumers: int = 64, handshake_timeout: float = 5.0,
+                 controls: Controls | None = None) -> None:
         count = len(pool) if pool is not None else buffers
         if not 1 <= count <= 256:
             raise ValueError(f"buffer count {count} out of range (1..256)")
@@ -103,7 +107,8 @@ class Producer:
             self._dir = PrivateDir(self.path, mode, group)
             self._server = Server(self._bus, self._lock, self._control, self._dir,
                                   self._report, lease_timeout=lease_timeout, mode=mode,
-                                  group=group, rate_log=self._rate_log)
+                                  group=group, rate_log=self._rate_log, controls=controls,
+                                  request_timeout=handshake_timeout)
             self._server.start()
         except BaseException:
             self.close()

@@ -85,7 +85,8 @@ def _serve(source: Source, args: argparse.Namespace, settings: config.Settings,
                   reserve=source.reserve, lease_timeout=settings.lease_timeout,
                   mode=int(args.mode, 8), group=args.group,
                   allow_uids=settings.allow_uids, allow_gids=settings.allow_gids,
-                  max_consumers=settings.max_consumers) as bus:
+                  max_consumers=settings.max_consumers,
+                  controls=source.controls()) as bus:
         done = threading.Event()
         reloader = threading.Thread(target=_reload_on_hup, name="framebus-reload",
                                     args=(bus, args.config, defaults, done, reload),

@@ -6,6 +6,7 @@ import threading
 from typing import Protocol
 
 from framebus import BufferPool, FrameFormat, Producer
+from framebus.controls import Controls
 
 #: How `Source.run()` ended.
 STOPPED = "stopped"  # `stop` was set
@@ -23,8 +24,14 @@ class Source(Protocol):
     """
 
     format: FrameFormat
-    #: buffers the bus keeps out of consumers' quotas for this source
-    reserve: int
+
+    @property
+    def reserve(self) -> int:
+        """Buffers the bus keeps out of consumers' quotas for this source."""
+
+    def controls(self) -> Controls | None:
+        """The camera's controls, for clients to list and set through the
+        producer (`framebus.controls`), or None."""
 
     def pool(self) -> BufferPool | None:
         """Buffers the source brings, or None for the bus's own memfds."""

@@ -31,6 +31,10 @@ class SyntheticSource:
     def pool(self) -> BufferPool | None:
         return None
 
+    def controls(self) -> None:
+        """A test pattern has no controls."""
+        return None
+
     def run(self, bus: Producer, stop: threading.Event) -> str:
         period = 1.0 / self.fps if self.fps else 0.0
         next_at = time.monotonic()
