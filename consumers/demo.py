@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from framebus import FramebusError
 from framebus.report import query_status
@@ -50,7 +50,8 @@ def run_demo(args: argparse.Namespace) -> int:
             producer = _start(
                 "producer", ["framebus", "produce", "--socket", sock, "--source", "synthetic",
                              "--width", str(args.width), "--height", str(args.height),
-                             "--format", args.format, "--fps", str(args.fps)],
+                             "--format", args.format, "--fps", str(args.fps),
+                             "--buffers", "10"],  # 8 + the preview's lease and one spare
                 stdout=subprocess.DEVNULL, stderr=log)
         children.append(producer)
         _wait_for_socket(sock, producer, workdir)
@@ -118,6 +119,7 @@ def _watch(args: argparse.Namespace, sock: str, producer: _Child,
            consumers: list[_Child]) -> dict[str, Any]:
     selector = selectors.DefaultSelector()
     for child in consumers:
+        assert child.process.stdout is not None
         selector.register(child.process.stdout, selectors.EVENT_READ, child)
     tty = sys.stdout.isatty()
     started = time.monotonic()
@@ -126,7 +128,7 @@ def _watch(args: argparse.Namespace, sock: str, producer: _Child,
     try:
         while time.monotonic() - started < args.seconds:
             for key, _ in selector.select(timeout=0.1):
-                _read_report(key.fileobj, key.data, selector)
+                _read_report(key.data.process.stdout, key.data, selector)
             if time.monotonic() >= next_draw:
                 next_draw += 0.5 if tty else 1.0
                 status = _sample(sock, producer, consumers) or status
