@@ -4,8 +4,8 @@ One bus consumer (policy latest) in one thread turns the newest frame into a
 JPEG once; every viewer of ``/stream.mjpg`` is a coroutine that sends each
 new JPEG it has not sent yet, so N viewers cost one consumer and one encode per
 frame, and a slow viewer skips frames instead of queueing them. A viewer that
-goes away ends its own coroutine and nothing else. Frames are only taken from
-the bus while someone watches (a stream or a snapshot request).
+goes away ends its own coroutine and nothing else. Frames are encoded only
+while someone watches (a stream or a snapshot request).
 
 Pages: ``/`` (picture and figures), ``/stream.mjpg``, ``/snapshot.jpg`` (the
 next frame) and ``/status.json`` (this server's figures and the producer's
@@ -137,14 +137,13 @@ class Broadcast:
 
 
 class FrameSource(threading.Thread):
-    """The one bus consumer: takes the newest frame while anyone watches, encodes it once."""
+    """The one bus consumer: takes every newest frame, and encodes it once while anyone watches."""
 
     def __init__(self, cam: Consumer, encode: Callable[[Frame], bytes],
                  loop: asyncio.AbstractEventLoop, broadcast: Broadcast) -> None:
         super().__init__(name="preview-source", daemon=True)
         self.cam, self.encode, self.loop, self.broadcast = cam, encode, loop, broadcast
         self.stopping = threading.Event()
-        self.wake = threading.Event()
         self.encoded = 0
         self.torn = 0  # frames overwritten while being encoded (lease revoked)
         self.error = ""
@@ -156,15 +155,13 @@ class FrameSource(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopping.is_set():
-                if not self.wanted():
-                    self.wake.wait(0.2)
-                    self.wake.clear()
-                    continue
                 try:
                     frame = self.cam.get(timeout=0.2)
                 except Timeout:
                     continue
-                with frame:
+                with frame:  # taken even when nobody watches: drop counts stay true
+                    if not self.wanted():
+                        continue
                     started = time.monotonic_ns()
                     jpeg = self.encode(frame)
                     intact = frame.valid()
@@ -237,7 +234,6 @@ class Preview:
             "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",
             "Cache-Control": "no-store"})
         self.broadcast.viewers += 1
-        self.source.wake.set()
         try:
             await response.prepare(request)
             sent = 0
@@ -259,7 +255,6 @@ class Preview:
         from aiohttp import web
         latest = self.broadcast.latest
         self.broadcast.waiting += 1
-        self.source.wake.set()
         try:
             picture = await self.broadcast.next(latest.seq if latest else 0, timeout=5.0)
         finally:
@@ -327,7 +322,6 @@ async def serve(args: argparse.Namespace, announce: Callable[[str], None]) -> in
         preview.broadcast.close()
         await runner.cleanup()
         preview.source.stopping.set()
-        preview.source.wake.set()
         if preview.source.is_alive():
             await asyncio.to_thread(preview.source.join, 5.0)
         else:
