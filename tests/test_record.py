@@ -255,7 +255,7 @@ def test_command_cuts_segments(procs, sock, workdir):
         assert frames_in(probe) == f["frames"]
         assert probe["packets"][0]["flags"].startswith("K")
     assert sum(f["frames"] for f in files) == summary["frames_written"]
-    assert [f["span_s"] < 0.5 for f in files] == [True, True, True]
+    assert all(f["span_s"] <= 0.5 for f in files), files  # (rounded to 0.1 ms)
 
 
 def test_command_pre_trigger_on_sigusr1(procs, sock, workdir):
