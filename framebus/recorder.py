@@ -146,6 +146,7 @@ class Recorder:
         self._trigger_asked = not self.pre_ns
         self.recording = False  # packets go to a file (not into the ring)
         self.triggered_at_ns = 0  # timestamp of the frame at which writing began
+        self._frame_ticks = round(TIME_BASE.denominator / fps_hint)
         self._origin_ns: int | None = None
         self._last_pts = -1
         self._cut_from_ns = 0  # start of the segment the encoder is in
@@ -194,6 +195,7 @@ class Recorder:
         self._last_pts = pts
         for picture in convert(frame):
             picture.pts = pts
+            picture.duration = self._frame_ticks  # what the last frame of a file lasts
             picture.time_base = TIME_BASE
             if self.segment_ns and ts - self._cut_from_ns >= self.segment_ns:
                 picture.pict_type = self._av.video.frame.PictureType.I  # the next file's first

@@ -221,7 +221,8 @@ def test_viewers_that_vanish_or_stall_cost_nothing(preview):
         viewer = Viewer(url)  # a new viewer beside the stalled one gets the full rate
         try:
             time.sleep(2.0)
-            assert len(viewer.parts) >= 40, f"{len(viewer.parts)} frames in 2 s at 50 fps"
+            # 100 at 50 fps: at least a quarter of them even on a very busy machine
+            assert len(viewer.parts) >= 25, f"{len(viewer.parts)} frames in 2 s at 50 fps"
         finally:
             viewer.stop()
     finally:
@@ -231,13 +232,16 @@ def test_viewers_that_vanish_or_stall_cost_nothing(preview):
     assert get(url, "/snapshot.jpg")[0] == 200
 
 
-def test_browser_shows_the_moving_picture_and_its_sequence(preview, workdir):
-    _, url = preview
+def test_browser_shows_the_moving_picture_and_its_sequence(procs, sock, workdir):
+    # The pattern repeats every 64 frames: at 6 fps that is 10.7 s, far from the
+    # few seconds between two screenshots, so two shots never show the same phase.
+    procs.producer(sock, fps=6, width=SIZE[0], height=SIZE[1], fmt="RGB3")
+    _, url = start_preview(procs, sock)
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is needed (.ci/system-packages)"
     viewer = Viewer(url)  # keeps the figures warm
     try:
-        wait_for(lambda: len(viewer.parts) >= 10, timeout=10, what="the stream to run")
+        wait_for(lambda: len(viewer.parts) >= 3, timeout=10, what="the stream to run")
         shots = []
         for n in (1, 2):
             shots.append(screenshot(chromium, url, os.path.join(workdir, f"preview-{n}.png"),

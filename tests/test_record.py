@@ -232,16 +232,16 @@ def run_record(procs, sock: str, *args: str, timeout: float = 30) -> tuple[dict,
 def test_command_records_a_playable_file(procs, sock, workdir, fmt, suffix):
     procs.producer(sock, fps=50, width=160, height=120, fmt=fmt)
     out = os.path.join(workdir, f"out.{suffix}")
-    summary, err = run_record(procs, sock, "--out", out, "--seconds", "1")
+    summary, err = run_record(procs, sock, "--out", out, "--seconds", "1", "--fps-hint", "50")
     assert "frames written /" in err and "cores" in err  # progress and summary on stderr
     (written,) = summary["files"]
     assert summary["frames_written"] == summary["frames_received"] == written["frames"]
     assert summary["frames_written"] + summary["dropped"] == summary["frames_published"]
-    assert 40 <= written["frames"] <= 51
+    assert 25 <= written["frames"] <= 51  # 50 fps for 1 s, less what a busy machine drops
     probe = ffprobe(out)
     assert frames_in(probe) == written["frames"]
-    # from the first frame's timestamp to the last one's, plus the last frame's own 20 ms
-    assert duration(probe) == pytest.approx(written["span_s"] + 0.02, abs=0.012)
+    # from the first frame's timestamp to the last one's, plus the last frame's 1/fps-hint
+    assert duration(probe) == pytest.approx(written["span_s"] + 0.02, abs=0.0015)
 
 
 def test_command_cuts_segments(procs, sock, workdir):
@@ -276,7 +276,8 @@ def test_command_pre_trigger_on_sigusr1(procs, sock, workdir):
     summary = json.loads(out_text)
     (written,) = summary["files"]
     pre_roll = (summary["triggered_at_ns"] - written["first_timestamp_ns"]) / 1e9
-    assert 1.0 - 0.021 <= pre_roll <= 2.0 + 0.021
+    # from a keyframe at least 1 s back; they come every 50 frames (more time if frames drop)
+    assert 1.0 - 0.021 <= pre_roll <= 2.5
     probe = ffprobe(out)
     assert frames_in(probe) == written["frames"] == summary["frames_written"]
     assert duration(probe) == pytest.approx(pre_roll + 0.5, abs=0.06)
