@@ -139,10 +139,12 @@ class Broadcast:
 class FrameSource(threading.Thread):
     """The one bus consumer: takes every newest frame, and encodes it once while anyone watches."""
 
-    def __init__(self, cam: Consumer, encode: Callable[[Frame], bytes],
-                 loop: asyncio.AbstractEventLoop, broadcast: Broadcast) -> None:
+    def __init__(self, cam: Consumer, quality: int, loop: asyncio.AbstractEventLoop,
+                 broadcast: Broadcast) -> None:
         super().__init__(name="preview-source", daemon=True)
-        self.cam, self.encode, self.loop, self.broadcast = cam, encode, loop, broadcast
+        self.cam, self.quality, self.loop, self.broadcast = cam, quality, loop, broadcast
+        self.format = cam.format  # a producer that comes back may bring another one
+        self.encode = jpeg_encoder(cam.format, quality)
         self.stopping = threading.Event()
         self.encoded = 0
         self.torn = 0  # frames overwritten while being encoded (lease revoked)
@@ -162,6 +164,9 @@ class FrameSource(threading.Thread):
                 with frame:  # taken even when nobody watches: drop counts stay true
                     if not self.wanted():
                         continue
+                    if self.cam.format != self.format:  # a new producer run, a new format
+                        self.format = self.cam.format
+                        self.encode = jpeg_encoder(self.format, self.quality)
                     started = time.monotonic_ns()
                     jpeg = self.encode(frame)
                     intact = frame.valid()
@@ -203,10 +208,8 @@ class Preview:
 
     def __init__(self, socket_path: str, cam: Consumer, quality: int) -> None:
         self.socket_path = socket_path
-        self.format = cam.format
         self.broadcast = Broadcast()
-        self.source = FrameSource(cam, jpeg_encoder(cam.format, quality),
-                                  asyncio.get_running_loop(), self.broadcast)
+        self.source = FrameSource(cam, quality, asyncio.get_running_loop(), self.broadcast)
         self._status: tuple[float, dict[str, Any] | None, str] = (0.0, None, "")
         self._status_lock = asyncio.Lock()
 
@@ -222,7 +225,7 @@ class Preview:
     async def page(self, request: web.Request) -> web.Response:
         from aiohttp import web
         latest = self.broadcast.latest
-        fmt = self.format
+        fmt = self.source.format
         page = _page().replace("$W", str(fmt.width)).replace("$H", str(fmt.height)).replace(
             "$FORMAT", fmt.pixel_format).replace("$SEQ", str(latest.seq if latest else 0))
         return web.Response(text=page, content_type="text/html",
@@ -271,7 +274,7 @@ class Preview:
         latest = self.broadcast.latest
         body = {"preview": {**self.source.figures(), "seq": latest.seq if latest else 0,
                             "viewers": self.broadcast.viewers, "sent": self.broadcast.sent,
-                            "format": self.format.to_wire()},
+                            "format": self.source.format.to_wire()},
                 "producer": producer, "producer_error": problem}
         return web.Response(text=json.dumps(body), content_type="application/json",
                             headers={"Cache-Control": "no-store"})

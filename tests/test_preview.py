@@ -232,6 +232,22 @@ def test_viewers_that_vanish_or_stall_cost_nothing(preview):
     assert get(url, "/snapshot.jpg")[0] == 200
 
 
+def test_preview_follows_a_producer_that_comes_back_with_another_format(procs, sock):
+    first = procs.producer(sock, fps=50, width=SIZE[0], height=SIZE[1], fmt="RGB3")
+    proc, url = start_preview(procs, sock)
+    assert get(url, "/snapshot.jpg")[0] == 200
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=10)
+    procs.producer(sock, fps=50, width=160, height=120, fmt="NV12")
+
+    def snapshot_size() -> tuple[int, int] | None:
+        code, _, jpeg = get(url, "/snapshot.jpg")
+        return simplejpeg.decode_jpeg_header(jpeg)[:2] if code == 200 else None
+    wait_for(lambda: snapshot_size() == (120, 160), timeout=20, what="a 160x120 snapshot")
+    assert status(url)["preview"]["format"]["pixel_format"] == "NV12"
+    assert proc.poll() is None
+
+
 def test_browser_shows_the_moving_picture_and_its_sequence(procs, sock, workdir):
     # The pattern repeats every 64 frames: at 6 fps that is 10.7 s, far from the
     # few seconds between two screenshots, so two shots never show the same phase.
