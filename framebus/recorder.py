@@ -126,6 +126,9 @@ class Recorder:
         if suffix.lower() not in CONTAINERS:
             raise FramebusError(f"cannot tell the container from {self.path!r}: "
                                 f"name it {' or '.join('*' + s for s in CONTAINERS)}")
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+            raise FramebusError(f"cannot write into {folder}: no such folder, or not writable")
         if segment_seconds < 0 or pre_seconds < 0 or not 0 < fps_hint <= 1000:
             raise FramebusError("segment_seconds and pre_seconds must be >= 0, fps_hint 0..1000")
         self._stem, self._suffix = stem, suffix
@@ -155,6 +158,7 @@ class Recorder:
         self.frames_missing = 0  # gaps in their sequence numbers
         self.frames_written = 0  # frames in files
         self.first_seq = 0
+        self._failed = False  # writing failed: close() only cleans up
 
     # ------------------------------------------------------------------ API
     def __enter__(self) -> Recorder:
@@ -201,7 +205,11 @@ class Recorder:
                 picture.pict_type = self._av.video.frame.PictureType.I  # the next file's first
                 self._cut_from_ns = ts
             self._frames[pts] = (frame.seq, ts)
-            self._take(encoder.encode(picture))
+            try:
+                self._take(encoder.encode(picture))
+            except (self._av.FFmpegError, OSError) as exc:  # a full disk, say
+                self._failed = True
+                raise FramebusError(f"recording {self.path} failed: {exc}") from None
 
     def close(self) -> None:
         """Flush the encoder and finalize the file. Safe twice."""
@@ -209,10 +217,13 @@ class Recorder:
         if encoder is None:
             return
         try:
-            if self._origin_ns is not None:
+            if self._origin_ns is not None and not self._failed:
                 if self._trigger_asked and not self.recording:
                     self._start(self._last_ts())
                 self._take(encoder.encode(None))
+        except (self._av.FFmpegError, OSError) as exc:
+            self._failed = True
+            raise FramebusError(f"recording {self.path} failed: {exc}") from None
         finally:  # the codecs' threads end when they are freed
             self._close_file()
             self._ring.clear()
@@ -329,9 +340,13 @@ class Recorder:
         container, self._container, self._stream = self._container, None, None
         if container is None:
             return
-        container.close()
         record = self.files[-1]
-        record.bytes = os.path.getsize(record.path)
+        try:
+            container.close()
+            record.bytes = os.path.getsize(record.path)
+        except (self._av.FFmpegError, OSError):
+            if not self._failed:
+                raise
 
 
 # ------------------------------------------------------------- conversion

@@ -214,6 +214,8 @@ def test_bad_file_names_and_encoders_are_clear_errors(workdir):
     fmt = FrameFormat(64, 48, "NV12")
     with pytest.raises(FramebusError, match=r"\.mp4 or \*\.mkv"):
         Recorder(os.path.join(workdir, "x.avi"), fmt)
+    with pytest.raises(FramebusError, match="no such folder"):
+        Recorder(os.path.join(workdir, "missing", "x.mp4"), fmt)
     with pytest.raises(FramebusError, match="no video encoder 'nope'"):
         Recorder(os.path.join(workdir, "x.mp4"), fmt, codec="nope")
     with pytest.raises(FramebusError, match="even width"):
