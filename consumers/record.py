@@ -45,8 +45,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                              "always come from the bus")
     parser.add_argument("--codec", default="h264",
                         help="FFmpeg H.264 encoder (default h264: FFmpeg's own choice)")
-    parser.add_argument("--preset", default="", help="encoder preset (libx264 default: ultrafast; veryfast makes files about a third "
-                             "the size for three times the CPU)")
+    parser.add_argument("--preset", default="", help="encoder preset (libx264 default: ultrafast; veryfast makes much smaller "
+                             "files for about 2.5 times the CPU)")
     parser.add_argument("--crf", type=int, help="constant quality, 0-51 (libx264 default 23)")
     parser.add_argument("--pix-fmt", help="encoder pixel format (default: the frame's when the "
                                           "encoder takes it, else yuv420p)")

@@ -55,8 +55,8 @@ CONTAINERS = {".mp4": "mp4", ".mkv": "matroska"}
 # The encoder's pixel format for each bus format when the encoder accepts it.
 # (MJPG decodes to full-range YUV: yuvj420p keeps its range.)
 _ENCODER_FORMAT = {"NV12": "nv12", "YU12": "yuv420p", "GREY": "gray", "MJPG": "yuvj420p"}
-# ultrafast: 1080p30 NV12 takes ~8 ms of CPU a frame here (veryfast ~23 ms, a third of
-# the size); a recorder that keeps up matters more than the smallest file.
+# ultrafast: 1080p30 NV12 takes ~8 ms of CPU a frame here (veryfast ~20 ms for a fifth
+# of the size); a recorder that keeps up matters more than the smallest file.
 _DEFAULT_OPTIONS = {"libx264": {"preset": "ultrafast", "forced-idr": "1"}}
 
 
