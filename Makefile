@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml benchmarks/pyproject.toml .ci/system-packages
 	sh .ci/install-system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,cv,remote]' -e ./benchmarks
+	$(BIN)/pip install --quiet -e '.[test,cv,remote,record,preview]' -e ./benchmarks
 	touch $(STAMP)
 
 demo: $(STAMP)

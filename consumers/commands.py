@@ -37,6 +37,8 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="RGB3", choices=PIXEL_FORMATS)
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--json", help="also write the summary to this JSON file")
+    parser.add_argument("--preview-port", type=int, default=8080,
+                        help="port of the live preview page (default 8080; 0: any free one)")
 
 
 CONSUME = Command(

@@ -2,7 +2,8 @@
 
 Starts `framebus produce --source synthetic` and three programs from
 `consumers/` (a monitor that checks every frame's stamp, a motion detector and
-a snapshot writer), each in its own process, and shows per process: fps,
+a snapshot writer), each in its own process, plus `framebus preview` (the live
+picture in a browser; its address is printed), and shows per process: fps,
 publish→view latency p50/p99, drops, leases held and memory. The producer's
 RSS holds the frame buffers; each consumer's USS (memory only it has) stays
 small, because the frames it reads are the producer's pages, not copies.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -23,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from framebus import FramebusError
 from framebus.report import query_status
@@ -48,16 +50,23 @@ def run_demo(args: argparse.Namespace) -> int:
             producer = _start(
                 "producer", ["framebus", "produce", "--socket", sock, "--source", "synthetic",
                              "--width", str(args.width), "--height", str(args.height),
-                             "--format", args.format, "--fps", str(args.fps)],
+                             "--format", args.format, "--fps", str(args.fps),
+                             "--buffers", "10"],  # 8 + the preview's lease and one spare
                 stdout=subprocess.DEVNULL, stderr=log)
         children.append(producer)
         _wait_for_socket(sock, producer, workdir)
+        preview, url = _start_preview(args, sock, workdir)
+        if preview is not None:
+            children.append(preview)
+            print(f"preview: {url}  (open it in a browser)", flush=True)
+        args.preview_url = url
         common = ["--socket", sock, "--json", "--interval", "0.5", "--wait", "5"]
         for name, extra in (("monitor", ["--verify"]), ("motion", []),
                             ("snapshot", ["--dir", os.path.join(workdir, "snapshots")])):
             children.append(_start(name, [f"{__package__}.{name}", *common, "--name", name, *extra],
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
-        summary = _watch(args, sock, producer, children[1:])
+        summary = _watch(args, sock, producer,
+                         [c for c in children[1:] if c is not preview])
     finally:
         _stop_all(children)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -75,6 +84,28 @@ def _start(name: str, argv: list[str], **streams: Any) -> _Child:
     return _Child(name, subprocess.Popen(command, text=True, **streams))
 
 
+def _start_preview(args: argparse.Namespace, sock: str,
+                   workdir: str) -> tuple[_Child | None, str]:
+    """`framebus preview` on --preview-port (any free port if that one is taken);
+    returns it and its address, or (None, why not) if it cannot run here."""
+    port = getattr(args, "preview_port", 8080)
+    for attempt in dict.fromkeys((port, 0)):
+        with open(os.path.join(workdir, "preview.log"), "w") as log:
+            child = _start("preview", ["framebus", "preview", "--socket", sock, "--port",
+                                       str(attempt), "--wait", "5"],
+                           stdout=subprocess.PIPE, stderr=log)
+        assert child.process.stdout is not None
+        ready, _, _ = select.select([child.process.stdout], [], [], 15)
+        line = child.process.stdout.readline() if ready else ""
+        if line.startswith("preview: "):
+            return child, line.split()[1]
+        _stop_all([child])
+    with open(os.path.join(workdir, "preview.log")) as log:
+        why = log.read().strip().splitlines()[-1:] or ["it did not start"]
+    print(f"(no preview: {why[0]})", file=sys.stderr)
+    return None, ""
+
+
 def _wait_for_socket(sock: str, producer: _Child, workdir: str) -> None:
     deadline = time.monotonic() + 10
     while not os.path.exists(sock):
@@ -88,6 +119,7 @@ def _watch(args: argparse.Namespace, sock: str, producer: _Child,
            consumers: list[_Child]) -> dict[str, Any]:
     selector = selectors.DefaultSelector()
     for child in consumers:
+        assert child.process.stdout is not None
         selector.register(child.process.stdout, selectors.EVENT_READ, child)
     tty = sys.stdout.isatty()
     started = time.monotonic()
@@ -96,7 +128,7 @@ def _watch(args: argparse.Namespace, sock: str, producer: _Child,
     try:
         while time.monotonic() - started < args.seconds:
             for key, _ in selector.select(timeout=0.1):
-                _read_report(key.fileobj, key.data, selector)
+                _read_report(key.data.process.stdout, key.data, selector)
             if time.monotonic() >= next_draw:
                 next_draw += 0.5 if tty else 1.0
                 status = _sample(sock, producer, consumers) or status
@@ -157,6 +189,7 @@ def _table(args: argparse.Namespace, elapsed: float, status: dict[str, Any],
            producer: _Child, consumers: list[_Child]) -> str:
     rows = [f"framebus demo: synthetic {args.width}x{args.height} {args.format} at {args.fps:g} fps, "
             f"{status.get('buffers', '?')} buffers   {elapsed:4.1f}/{args.seconds:g} s  (Ctrl-C stops)",
+            f"preview: {args.preview_url or '(not running)'}",
             "",
             f"{'process':<10} {'fps':>6} {'p50 us':>8} {'p99 us':>8} {'dropped':>8} {'held':>5} "
             f"{'RSS MB':>8} {'USS MB':>8}  notes"]
@@ -183,6 +216,7 @@ def _summary(args: argparse.Namespace, status: dict[str, Any], producer: _Child,
              consumers: list[_Child]) -> dict[str, Any]:
     return {
         "format": f"{args.width}x{args.height} {args.format}", "fps_requested": args.fps,
+        "preview": args.preview_url,
         "producer": {"published": status.get("published"), "fps": status.get("fps"),
                      "rss_mb": producer.memory[0], "uss_mb": producer.memory[1],
                      "revoked": status.get("revoked"), "buffers": status.get("buffers"),
@@ -203,6 +237,8 @@ def _summary_text(args: argparse.Namespace, summary: dict[str, Any]) -> str:
                      f"p99 {c.get('latency_p99_us', 0):.0f} us  dropped {c.get('dropped', 0)}  "
                      f"USS {c['uss_mb']:.1f} MB  {_notes(c)}")
     lines.append("  a consumer's USS is its private memory: no frame was copied into it.")
+    if summary.get("preview"):
+        lines.append(f"  the preview was at {summary['preview']}")
     return "\n".join(lines)
 
 
