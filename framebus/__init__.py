@@ -13,10 +13,13 @@ from .errors import (BusClosed, FramebusError, NoProducer, PermissionDenied, Pro
 from .formats import PIXEL_FORMATS, FrameFormat
 from .frame import Frame
 from .producer import Producer
+from .recorder import Recorder
+from .remote import RemoteConsumer, RemoteFrame
 
 __all__ = [
     "Buffer", "BufferPool", "BusClosed", "BufferTable", "Consumer", "Frame", "FrameFormat", "FramebusError",
     "NoProducer", "PIXEL_FORMATS", "PermissionDenied", "Plane", "Producer", "ProducerGone",
-    "ProducerRefusedConnection", "ProtocolError", "Refused", "Timeout",
+    "ProducerRefusedConnection", "ProtocolError", "Recorder", "Refused", "RemoteConsumer",
+    "RemoteFrame", "Timeout",
 ]
 __version__ = _version("framebus")

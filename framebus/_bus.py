@@ -49,6 +49,7 @@ class Subscriber:
     connected: bool = False  # its bus channel is up (zmq: it has spoken)
     credit: int = 0  # frames asked for and not yet sent (policy latest)
     last_seq: int = 0
+    received: int = 0  # the newest frame it says it has taken in
     delivered: int = 0
     dropped: int = 0
     revoked: int = 0
@@ -65,11 +66,17 @@ class Subscriber:
         """The most frames this consumer may hold leases on at once."""
         return self.max_held if self.policy == LATEST else self.depth
 
-    def report(self, held: int, now: float) -> dict[str, object]:
+    def report(self, leased: list[int], now: float) -> dict[str, object]:
+        """Its figures; `leased` are the seqs it has leases on. A `latest`
+        consumer was sent only what it asked for: it holds them all. A `queue`
+        consumer holds those it has said it took in; the rest are queued."""
         age = max(now - self.attached_at, 1e-9)
+        held = len(leased) if self.policy == LATEST else \
+            sum(1 for seq in leased if seq <= self.received)
         return {"id": self.id, "name": self.name, "pid": self.peer.pid, "uid": self.peer.uid,
                 "policy": self.policy, "channel": self.channel, "max_held": self.max_held,
-                "depth": self.depth, "held": held, "delivered": self.delivered,
+                "depth": self.depth, "held": held, "queued": len(leased) - held,
+                "delivered": self.delivered,
                 "dropped": self.dropped, "revoked": self.revoked,
                 "late_releases": self.late_releases, "errors": self.errors,
                 "fps": self.delivered / age, "attached_s": age, "figures": self.figures}
@@ -223,9 +230,12 @@ class Bus:
                 return newest
         return None
 
-    def on_release(self, sub: Subscriber, seqs: Iterable[int], now: float) -> bool:
-        """`sub` releases these frames; True if a buffer became free."""
+    def on_release(self, sub: Subscriber, seqs: Iterable[int], now: float,
+                   received: int = 0) -> bool:
+        """`sub` releases these frames (and has taken in every frame up to
+        `received`); True if a buffer became free."""
         sub.connected = True
+        sub.received = max(sub.received, min(received, sub.last_seq))
         freed = False
         for seq in seqs:
             outcome = self.leases.release(sub.id, seq)
@@ -288,5 +298,5 @@ class Bus:
         """Counters and every subscriber, for `framebus status`."""
         return {"buffers": self.leases.count, "free": self.leases.free_count(),
                 "leased": self.leases.leased_count(), **self.counters,
-                "consumers": [s.report(self.leases.held(s.id), now)
+                "consumers": [s.report(self.leases.seqs_held(s.id), now)
                               for s in self.subscribers.values()]}

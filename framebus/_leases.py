@@ -58,6 +58,10 @@ class LeaseTable:
     def held(self, holder: int) -> int:
         return len(self._leases[holder])
 
+    def seqs_held(self, holder: int) -> list[int]:
+        """The frames `holder` has leases on."""
+        return list(self._leases[holder])
+
     # The producer's side.
     def start_writing(self) -> int | None:
         """Claim a buffer nobody holds, the one with the oldest frame; None if

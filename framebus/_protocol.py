@@ -149,6 +149,7 @@ CREDIT = Message("CREDIT", 11, (Field("count", _uint(256)),))
 RELEASE = Message("RELEASE", 12, (
     Field("seqs", _uint_list),
     Field("credit", _uint(256)),  # frames asked for at the same time (saves a CREDIT)
+    Field("received", _uint()),  # the newest seq the consumer has taken in (held vs queued)
 ))
 REPORT = Message("REPORT", 13, (Field("figures", _map),))  # a consumer's own figures, for status
 BUS = _declare(FRAME, CREDIT, RELEASE, REPORT)

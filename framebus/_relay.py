@@ -117,12 +117,15 @@ class Relay:
                     self._cut(fd)
 
     # Consumers' side.
-    def on_router(self) -> None:
-        """Forward up to BATCH well-formed acks to the producer in one message."""
+    def on_router(self) -> bool:
+        """Forward up to BATCH well-formed acks to the producer in one
+        message; True if more are waiting."""
         out = [b"A"]
         router = self.router
+        more = True
         for _ in range(BATCH):
             if not router.getsockopt(_EVENTS) & _POLLIN:
+                more = False
                 break
             token = router.recv(_NOBLOCK)
             payload = router.recv(_NOBLOCK) if router.getsockopt(_RCVMORE) else b""
@@ -148,6 +151,7 @@ class Relay:
                 self.link.send(b"".join(out))
             except BlockingIOError:
                 pass  # the producer is not reading: consumers' leases time out instead
+        return more
 
     def _report_violation(self, token: bytes, what: bytes) -> None:
         try:
@@ -162,18 +166,20 @@ class Relay:
                 if owner == pid:
                     self._cut(fd)
 
-    def on_monitor(self) -> None:
+    def on_monitor(self) -> bool:
+        """Check new connections (up to BATCH); True if more events wait."""
         for _ in range(BATCH):
             try:
                 event, _ = self.monitor.recv_multipart(_NOBLOCK)
             except zmq.Again:
-                return
+                return False
             kind, fd = struct.unpack_from("=hi", event)
             if kind == _ACCEPTED:
                 self.counters["accepted"] += 1
                 self._check(fd)
             elif kind == _DISCONNECTED:
                 self.connections.pop(fd, None)
+        return True
 
     def _check(self, fd: int) -> None:
         """Keep a new connection only if it is an admitted consumer's."""
@@ -247,16 +253,18 @@ def main(argv: list[str]) -> int:
     poller.register(relay.monitor, zmq.POLLIN)
     poller.register(link.fileno(), zmq.POLLIN)
     next_report = time.monotonic() + 1.0
+    busy = False
     try:
         while True:
-            ready = dict(poller.poll(max(0, int((next_report - time.monotonic()) * 1000)) + 1))
+            # zmq's fds only say "look": with work left over, look again at once.
+            wait = 0 if busy else max(0, int((next_report - time.monotonic()) * 1000)) + 1
+            ready = dict(poller.poll(wait))
             # The producer's news first: a token admitted in the same wake-up
             # as its connection must be known before the connection is checked.
             if link.fileno() in ready and not relay.on_link():
                 return 0
-            if relay.monitor in ready:
-                relay.on_monitor()
-            relay.on_router()
+            busy = relay.on_monitor()
+            busy = relay.on_router() or busy
             if time.monotonic() >= next_report:
                 next_report = time.monotonic() + 1.0
                 relay.report()

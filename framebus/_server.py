@@ -183,7 +183,7 @@ class Server:
             return False
         freed = False
         if kind is protocol.RELEASE:
-            freed = bus.on_release(sub, values[0], now)
+            freed = bus.on_release(sub, values[0], now, values[2])
             if values[1]:
                 self._credit(sub, values[1], now)
         elif kind is protocol.CREDIT:
@@ -213,6 +213,7 @@ class Server:
                 if self.closed:
                     break
                 now = time.monotonic()
+                freed = False
                 for fd, mask in events:
                     if fd == listen_fd:
                         self.control.accept(self._poller)
@@ -223,14 +224,15 @@ class Server:
                         if attach is not None:
                             self._on_attach(attach, now)
                     elif fd in self._conns:
-                        self._on_control(self._conns[fd], mask, now)
+                        freed |= self._on_control(self._conns[fd], mask, now)
                     elif fd in self._control_peers:
                         self._on_controls_request(fd)
-                freed = self.pump(now)
-                self._reap_relays()
+                freed |= self.pump(now)
+                freed |= self._reap_relays()
                 for sub in self.bus.to_cut():
                     self.bus.counters["cut_off"] += 1
                     self._drop(sub, sub.cut_off, bye=f"disconnected: {sub.cut_off}")
+                    freed = True
                 self.control.expire(self._poller, now)
                 self._expire_control_peers(now)
                 freed |= self.bus.revoke_expired(now) > 0
@@ -356,26 +358,26 @@ class Server:
             self._poller.register(relay.fileno(), select.POLLIN)
         return relay
 
-    def _on_control(self, sub: Subscriber, mask: int, now: float) -> None:
+    def _on_control(self, sub: Subscriber, mask: int, now: float) -> bool:
         # After ATTACH a consumer says nothing on its control socket unless
         # it chose it as its bus channel; its EOF (whatever killed it) is how
         # we learn it is gone.
         conn = self._sockets[sub.id]
         if sub.channel == SOCKET:
-            self._read_socket_channel(sub, now)
+            freed = self._read_socket_channel(sub, now)
             try:
                 if conn.recv(1, socket.MSG_PEEK) != b"":
-                    return
+                    return freed
             except BlockingIOError:
-                return
+                return freed
             except OSError:
                 pass
             self._drop(sub, "disconnected")
-            return
+            return True
         try:
             data = conn.recv(protocol.MAX_CONTROL_MESSAGE) if mask & POLL_IN else b""
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if data:
@@ -384,6 +386,7 @@ class Server:
                        bye="protocol error: nothing may be sent after ATTACH")
         else:
             self._drop(sub, "disconnected")
+        return True
 
     def _drop(self, sub: Subscriber, why: str, bye: str | None = None) -> None:
         conn = self._sockets.pop(sub.id, None)
@@ -404,11 +407,15 @@ class Server:
                 relay.forget(sub.token)
         return self.bus.remove(sub)
 
-    def _reap_relays(self) -> None:
+    def _reap_relays(self) -> bool:
+        """Replace nothing, drop the consumers of any relay that died; True
+        if one did."""
+        reaped = False
         for uid, relay in list(self.relays.items()):
             if relay.alive:
                 continue
             del self.relays[uid]
+            reaped = True
             self._poller.unregister(relay.fileno())
             relay.close()
             status = relay.process.returncode
@@ -419,6 +426,7 @@ class Server:
                         if s.channel == ZMQ and s.peer.uid == uid]:
                 self._drop(sub, "lost its bus relay",
                            bye=f"the producer's bus relay for uid {uid} failed; reattach")
+        return reaped
 
     def evict(self, subs: list[Subscriber], reason: str) -> None:
         """Disconnect `subs` with `reason` (the server thread sees them go)."""

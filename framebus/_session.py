@@ -54,6 +54,7 @@ class Session:
         self.path = path
         self.channel = channel
         self.held: dict[int, Frame] = {}  # by seq: the frames handed out and not released
+        self.received = 0  # the newest seq handed out (the producer tells held from queued)
         self.closed = False
         self.gone: ProducerGone | None = None
         self._spin = spin
@@ -142,7 +143,7 @@ class Session:
     def release(self, frame: Frame) -> None:
         """`frame` (of this session) is released: tell the producer."""
         if self.held.pop(frame.seq, None) is not None:
-            self.send(protocol.RELEASE.encode([frame.seq], 0))
+            self.send(protocol.RELEASE.encode([frame.seq], 0, self.received))
 
     def receive(self, deadline: float | None, timeout: float | None) -> Announcement:
         """The next FRAME; raises `ProducerGone` or `Timeout`.

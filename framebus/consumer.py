@@ -250,7 +250,7 @@ class Consumer:
                 credit = 1
                 self._credit_pending = True
         if releasing:
-            session.send(protocol.RELEASE.encode(releasing, credit))
+            session.send(protocol.RELEASE.encode(releasing, credit, session.received))
             releasing.clear()  # sent once, even if the session is replaced
         elif credit:
             session.send(protocol.CREDIT.encode(credit))
@@ -269,6 +269,7 @@ class Consumer:
         self.received += 1
         frame = Frame(seq, index, stamp, used, session)
         session.held[seq] = frame
+        session.received = seq
         if self.policy == LATEST:
             self._credit_pending = False
             stale = self._credit_stale and session.status is not None \
@@ -298,7 +299,8 @@ class Consumer:
             return
         held = list(session.held)
         if held:
-            session.send(protocol.RELEASE.encode(held[: protocol.MAX_RELEASE_BATCH], 0))
+            session.send(protocol.RELEASE.encode(held[: protocol.MAX_RELEASE_BATCH], 0,
+                                                 session.received))
         for frame in list(session.held.values()):
             frame.drop_views()
         session.held.clear()

@@ -12,7 +12,7 @@ YUYV   ``cv2.cvtColor(plane, COLOR_YUV2BGR_YUYV)``
 UYVY   ``cv2.cvtColor(plane, COLOR_YUV2BGR_UYVY)``
 RGB3   ``cv2.cvtColor(plane, COLOR_RGB2BGR)``
 BGR3   a copy (the output must be writable: the frame is not)
-NV12   ``cv2.cvtColorTwoPlane(Y, UV, COLOR_YUV2BGR_NV12)``
+NV12   ``cv2.cvtColorTwoPlane(Y, UV, COLOR_YUV2BGR_NV12)`` (NV21: ``..._NV21``)
 YU12   ``cv2.cvtColor(I420, COLOR_YUV2BGR_I420)`` on the buffer itself when
        its rows are not padded; with padded rows OpenCV cannot read the
        chroma planes in place, so U and V are interleaved into one
@@ -94,8 +94,9 @@ def to_bgr(frame: FrameLike, dst: BGRImage | None = None) -> BGRImage:
         out = np.empty((fmt.height, fmt.width, 3), np.uint8) if dst is None else dst
         np.copyto(out, planes[0])
         return out
-    if fourcc == "NV12":
-        out = cv2.cvtColorTwoPlane(planes[0], planes[1], cv2.COLOR_YUV2BGR_NV12, dst=dst)
+    if fourcc in ("NV12", "NV21"):
+        code = cv2.COLOR_YUV2BGR_NV12 if fourcc == "NV12" else cv2.COLOR_YUV2BGR_NV21
+        out = cv2.cvtColorTwoPlane(planes[0], planes[1], code, dst=dst)
     elif fourcc == "YU12":
         out = _yu12(cv2, frame, dst)
     else:

@@ -69,6 +69,11 @@ class RemoteFrame:
         """Each plane's read-only view (Y, UV for NV12; one for packed formats)."""
         return self._held().planes
 
+    def to_bgr(self, dst: np.ndarray | None = None) -> np.ndarray:
+        """The frame as an ``(H, W, 3)`` BGR image for OpenCV (``framebus[cv]``)."""
+        from .convert import to_bgr
+        return to_bgr(self, dst)
+
     def _held(self) -> FrameViews:
         if self._views is None:
             raise FramebusError(f"frame {self.seq} was released")

@@ -36,12 +36,12 @@ def format_status(report: dict[str, Any]) -> str:
         f"leases revoked {report['revoked']}, reclaimed {report['reclaimed']}, "
         f"refused {report['refused']}, protocol errors {report['errors']}",
     ]
-    header = f"{'consumer':<16} {'pid':>7} {'policy':>7} {'held':>5} {'delivered':>10} " \
+    header = f"{'consumer':<16} {'pid':>7} {'policy':>7} {'held':>5} {'queued':>6} {'delivered':>10} " \
              f"{'dropped':>8} {'revoked':>8} {'errors':>7} {'fps':>7}"
     lines += ["", header]
     for c in report["consumers"]:
         lines.append(f"{c['name'][:16]:<16} {c['pid']:>7} {c['policy']:>7} "
-                     f"{c['held']:>2}/{c['max_held']:<2} {c['delivered']:>10} {c['dropped']:>8} "
+                     f"{c['held']:>2}/{c['max_held']:<2} {c.get('queued', 0):>6} {c['delivered']:>10} {c['dropped']:>8} "
                      f"{c['revoked']:>8} {c['errors']:>7} {c['fps']:>7.1f}")
     if not report["consumers"]:
         lines.append("(no consumers attached)")

@@ -50,7 +50,7 @@ CORE_PACKAGES = (("numpy", "numpy"), ("zmq", "pyzmq"), ("msgpack", "msgpack"), (
 #: the optional extras and the modules each brings: extra -> [(module, distribution)]
 EXTRAS = {
     "record": [("av", "av")],
-    "bridge": [("zenoh", "eclipse-zenoh")],
+    "remote": [("zenoh", "eclipse-zenoh"), ("simplejpeg", "simplejpeg")],
     "cv": [("cv2", "opencv-python-headless|opencv-python")],
     "preview": [("aiohttp", "aiohttp"), ("simplejpeg", "simplejpeg")],
 }

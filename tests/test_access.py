@@ -136,7 +136,7 @@ def test_a_consumer_cannot_release_another_consumers_lease(sock):
         bus.publish(bus.acquire(timeout=1))
         frame = victim.get(timeout=2)
         # The thief names the victim's frame in a RELEASE on its own session.
-        thief._session.send(protocol.RELEASE.encode([frame.seq], 0))
+        thief._session.send(protocol.RELEASE.encode([frame.seq], 0, 0))
         wait_for(lambda: _consumer(bus, "thief")["errors"] == 1, what="the thief's error")
         assert _consumer(bus, "victim")["held"] == 1
         assert frame.valid()
@@ -157,7 +157,7 @@ def test_a_second_connection_to_the_bus_is_cut_and_never_heard(sock):
             forger.setsockopt(zmq.LINGER, 0)
             forger.setsockopt(zmq.ROUTING_ID, b"F" + b"\x00" * 15)  # a guessed token
             forger.connect(bus._server.endpoint_for(os.getuid()))
-            forger.send(protocol.RELEASE.encode([frame.seq], 0))
+            forger.send(protocol.RELEASE.encode([frame.seq], 0, 0))
             wait_for(lambda: bus.stats()["relay"].get("cut", 0) >= 1, what="the cut connection")
             assert _consumer(bus, "victim")["held"] == 1
             assert frame.valid()

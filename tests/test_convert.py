@@ -23,7 +23,7 @@ from framebus.testing import synthetic_producer
 
 W, H = 64, 48
 RAW = [f for f in framebus.PIXEL_FORMATS if f != "MJPG"]
-PAD = {"GREY": 16, "YUYV": 24, "UYVY": 40, "RGB3": 36, "BGR3": 12, "NV12": 64, "YU12": 32}
+PAD = {"GREY": 16, "YUYV": 24, "UYVY": 40, "RGB3": 36, "BGR3": 12, "NV12": 64, "NV21": 48, "YU12": 32}
 
 
 @dataclass
@@ -88,9 +88,10 @@ def pack(bgr: np.ndarray, fourcc: str, padded: bool) -> FakeFrame:
         planes[0][:, 1::2, chroma] = u8(v[:, 0::2])
     else:
         planes[0][...] = u8(y)
-        if fourcc == "NV12":
-            planes[1][..., 0] = u8(u[0::2, 0::2])
-            planes[1][..., 1] = u8(v[0::2, 0::2])
+        if fourcc in ("NV12", "NV21"):
+            first, second = (u, v) if fourcc == "NV12" else (v, u)
+            planes[1][..., 0] = u8(first[0::2, 0::2])
+            planes[1][..., 1] = u8(second[0::2, 0::2])
         else:
             planes[1][...] = u8(u[0::2, 0::2])
             planes[2][...] = u8(v[0::2, 0::2])

@@ -55,7 +55,7 @@ def test_doctor_runs_for_real_and_the_core_needs_are_met_here() -> None:
     assert "ok    memfd seals" in text and "F_SEAL_SHRINK|GROW|FUTURE_WRITE|SEAL work" in text
     assert "ok    SO_PEERGROUPS" in text
     for name in ("vm.max_map_count", "RLIMIT_NOFILE", "socket directory", "DMA-BUF heaps",
-                 "udmabuf", "python packages", "extra [record]", "extra [bridge]", "extra [cv]",
+                 "udmabuf", "python packages", "extra [record]", "extra [remote]", "extra [cv]",
                  "extra [preview]"):
         assert f"  {name}" in text, name
     assert "camera" in text  # a line for each /dev/video* node, or one saying there are none
@@ -219,5 +219,5 @@ def test_python_packages_core_and_extras() -> None:
     nothing = by_name(doctor.check_packages(Probe(find_spec=lambda name: real(name) if name in
                                                   ("numpy", "zmq", "msgpack", "psutil") else None)))
     assert nothing["python packages"].status == OK
-    assert nothing["extra [bridge]"].detail == "not installed (eclipse-zenoh missing)"
-    assert nothing["extra [bridge]"].fix == "pip install 'framebus[bridge]'"
+    assert nothing["extra [remote]"].detail == "not installed (eclipse-zenoh missing)"
+    assert nothing["extra [remote]"].fix == "pip install 'framebus[remote]'"

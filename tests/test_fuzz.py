@@ -251,7 +251,7 @@ _bus_like = st.lists(
     st.tuples(st.sampled_from([10, 11, 12, 99, -1]), _bus_like).map(
         lambda t: [msgpack.packb([t[0], *t[1]])]),
     st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=64).map(
-        lambda seqs: [protocol.RELEASE.encode(seqs, 0)]),
+        lambda seqs: [protocol.RELEASE.encode(seqs, 0, 0)]),
 ))
 def test_fuzzed_bus_messages_are_rejected_and_counted(rig, hostiles, parts):
     hostiles.get().dealer.send_multipart(parts)
@@ -268,7 +268,7 @@ def test_a_flood_is_bounded_in_the_log_and_costs_only_the_flooder(rig, caplog):
     errors_before = rig.bus.stats()["errors"]
     with caplog.at_level(logging.WARNING, logger="framebus.producer"):
         for seq in range(5000):
-            hostile.dealer.send(protocol.RELEASE.encode([10**12 + seq], 0))
+            hostile.dealer.send(protocol.RELEASE.encode([10**12 + seq], 0, 0))
         wait_for(hostile.disconnected, timeout=10, what="the flooder's disconnection")
         rig.assert_healthy()
     assert rig.bus.stats()["errors"] - errors_before >= 100

@@ -17,7 +17,7 @@ def test_frame_golden_bytes():
 
 
 def test_release_golden_bytes():
-    assert protocol.RELEASE.encode([1, 2], 1) == b"\x93\x0c\x92\x01\x02\x01"
+    assert protocol.RELEASE.encode([1, 2], 1, 2) == b"\x94\x0c\x92\x01\x02\x01\x02"
 
 
 @pytest.mark.parametrize("message, values", [

@@ -89,12 +89,12 @@ def plane_regions(buffer: Buffer, fmt: FrameFormat, nplanes: int) -> list[np.nda
     """
     if nplanes == 1:
         return [buffer.raw]
-    if len(buffer.planes) == 1:
+    if len(buffer.memory_planes) == 1:
         return [buffer.raw[p.offset:p.offset + p.length] for p in fmt.planes]
     # the plane views are strided (rows by bytesperline); the memory under
     # each is one flat run of the table's plane length from the same start
     return [as_strided(view, shape=(plane.length,), strides=(1,))
-            for view, plane in zip(buffer.views.planes, buffer.planes)]
+            for view, plane in zip(buffer.views.planes, buffer.memory_planes)]
 
 
 def plane_targets(buffer: Buffer, fmt: FrameFormat, nplanes: int) -> list[tuple[int, int]]:
