@@ -219,5 +219,5 @@ def test_python_packages_core_and_extras() -> None:
     nothing = by_name(doctor.check_packages(Probe(find_spec=lambda name: real(name) if name in
                                                   ("numpy", "zmq", "msgpack", "psutil") else None)))
     assert nothing["python packages"].status == OK
-    assert nothing["extra [remote]"].detail == "not installed (eclipse-zenoh missing)"
+    assert nothing["extra [remote]"].detail == "not installed (eclipse-zenoh, simplejpeg missing)"
     assert nothing["extra [remote]"].fix == "pip install 'framebus[remote]'"

@@ -23,7 +23,7 @@ def test_release_golden_bytes():
 @pytest.mark.parametrize("message, values", [
     (protocol.FRAME, (2**64 - 1, 255, 0, 1)),
     (protocol.CREDIT, (1,)),
-    (protocol.RELEASE, ([1, 2, 3], 0)),
+    (protocol.RELEASE, ([1, 2, 3], 0, 3)),
 ])
 def test_round_trip(message, values):
     decoded = protocol.decode(message.encode(*values), BUS, LIMIT)
@@ -42,9 +42,9 @@ def test_round_trip(message, values):
     (msgpack.packb([10, 1, 256, 3, 4]), "FRAME.index"),
     (msgpack.packb([10, True, 2, 3, 4]), "FRAME.seq"),
     (msgpack.packb([11, 1.5]), "CREDIT.count"),
-    (msgpack.packb([12, list(range(65)), 0]), "RELEASE.seqs"),
-    (msgpack.packb([12, [1, "x"], 0]), "RELEASE.seqs"),
-    (msgpack.packb([12, [1], 257]), "RELEASE.credit"),
+    (msgpack.packb([12, list(range(65)), 0, 0]), "RELEASE.seqs"),
+    (msgpack.packb([12, [1, "x"], 0, 0]), "RELEASE.seqs"),
+    (msgpack.packb([12, [1], 257, 0]), "RELEASE.credit"),
     (b"\x00" * (LIMIT + 1), "exceeds"),
 ])
 def test_malformed_messages_are_rejected(payload, why):
