@@ -1,4 +1,5 @@
-"""Passing file descriptors over Unix sockets (unix(7): SCM_RIGHTS, SO_PEERCRED).
+"""Passing file descriptors over Unix sockets (unix(7): SCM_RIGHTS, SO_PEERCRED,
+SO_PEERGROUPS).
 
 `socket.recv_fds` ignores its flags and leaves received fds inheritable, so
 this module calls `recvmsg` itself with ``MSG_CMSG_CLOEXEC`` and refuses a
@@ -8,6 +9,7 @@ message whose control data was truncated (``MSG_CTRUNC``: some fds were lost).
 from __future__ import annotations
 
 import array
+import errno
 import os
 import socket
 import struct
@@ -16,21 +18,48 @@ from typing import NamedTuple
 MAX_FDS = 253  # SCM_MAX_FD: the most fds one message can carry
 
 
+#: ``SO_PEERGROUPS`` (asm-generic/socket.h, Linux 4.13); Python's socket lacks the name.
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+_NGROUPS_MAX = 65536  # linux/limits.h
+
+
 class Credentials(NamedTuple):
-    """The peer's process credentials, as the kernel recorded them at connect()."""
+    """The peer's process credentials, as the kernel recorded them at connect()
+    (or listen(), for the server end): effective uid and gid, and the
+    supplementary groups when they were asked for."""
 
     pid: int
     uid: int
     gid: int
+    groups: tuple[int, ...] = ()
 
 
 _UCRED = struct.Struct("3i")
 
 
-def peer_credentials(sock: socket.socket) -> Credentials:
-    """The credentials of the process at the other end of a connected socket."""
+def peer_credentials(sock: socket.socket, *, groups: bool = False) -> Credentials:
+    """The credentials of the process at the other end of a connected socket;
+    with `groups`, its supplementary groups too (`peer_groups`)."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    return Credentials(*_UCRED.unpack(raw))
+    pid, uid, gid = _UCRED.unpack(raw)
+    return Credentials(pid, uid, gid, peer_groups(sock) if groups else ())
+
+
+def peer_groups(sock: socket.socket) -> tuple[int, ...]:
+    """The peer's supplementary group ids (``SO_PEERGROUPS``), as the kernel
+    recorded them when the connection was made."""
+    size = 64 * 4
+    while True:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
+        except OSError as exc:
+            # ERANGE: the peer has more groups than fit; the kernel's answer
+            # length is not visible from Python, so grow the buffer.
+            if exc.errno != errno.ERANGE or size >= _NGROUPS_MAX * 4:
+                raise
+            size = min(size * 8, _NGROUPS_MAX * 4)
+            continue
+        return tuple(array.array("I", raw[: len(raw) - len(raw) % 4]))
 
 
 def send_with_fds(sock: socket.socket, data: bytes, fds: list[int]) -> None:
