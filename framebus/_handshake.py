@@ -10,7 +10,6 @@ socket in a directory that the same uid owns and nobody else may write.
 
 from __future__ import annotations
 
-import errno
 import os
 import pwd
 import socket
@@ -88,8 +87,8 @@ def check_producer(sock: socket.socket, path: str, producer_uid: int | None = No
         trusted = "root or this process's uid" if producer_uid is None else "root, " \
             f"this process's uid or uid {producer_uid}"
         raise PermissionDenied(
-            errno.EPERM,
-            f"the producer at {path} runs as uid {uid}{_user_name(uid)}, not {trusted} "
+            f"permission denied: the producer at {path} runs as uid {uid}{_user_name(uid)}, "
+            f"not {trusted} "
             f"{os.geteuid()}; not trusting it (name it with producer_uid={uid} or "
             f"--producer-uid {uid} if you do)")
     return uid
@@ -125,11 +124,11 @@ def check_endpoint(endpoint: str, owner: int, path: str) -> str:
                                 f"{exc.strerror}") from None
         if not is_kind(st.st_mode) or st.st_uid != owner:
             raise PermissionDenied(
-                errno.EPERM, f"the bus endpoint {name} of the producer at {path} is not a "
-                             f"{what} owned by the producer's uid {owner} (uid {st.st_uid})")
+                f"permission denied: the bus endpoint {name} of the producer at {path} is "
+                f"not a {what} owned by the producer's uid {owner} (uid {st.st_uid})")
     if os.lstat(directory).st_mode & 0o022:
-        raise PermissionDenied(errno.EPERM, f"the bus endpoint's directory {directory} is "
-                                            f"writable by others than its owner")
+        raise PermissionDenied(f"permission denied: the bus endpoint's directory {directory} "
+                               f"is writable by others than its owner")
     return endpoint
 
 
