@@ -137,6 +137,24 @@ def test_the_cli_refuses_a_producer_run_by_nobody(nobody_producer):
     assert '"consumers": []' in done.stdout
 
 
+def test_a_reconnecting_consumer_never_switches_to_a_squatter(nobody_dir, procs):
+    """The real producer exits; `nobody` binds the same path; the consumer
+    waiting to reconnect refuses it instead of taking its frames."""
+    path = os.path.join(nobody_dir, "cam.sock")
+    with framebus.Producer(path, FMT) as bus:
+        cam = framebus.Consumer(path, reconnect=True, timeout=5)
+        bus.publish(bus.acquire(timeout=1))
+        cam.get(timeout=5).release()
+    try:
+        squatter = hostile(procs, "--as", "nobody", "produce", path)
+        assert read_json(squatter)["uid"] == NOBODY.pw_uid
+        with pytest.raises(framebus.PermissionDenied, match=f"runs as uid {NOBODY.pw_uid}"):
+            cam.get(timeout=10)
+        assert cam.received == 1
+    finally:
+        cam.close()
+
+
 def test_a_producer_of_another_uid_never_gets_a_byte_from_the_consumer(nobody_dir):
     """The check comes right after connect: nothing is read or sent."""
     path = os.path.join(nobody_dir, "fake.sock")
