@@ -130,7 +130,7 @@ def test_every_command_names_the_default_socket():
         done = subprocess.run([sys.executable, "-m", "framebus", command, "--help"],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert done.returncode == 0
-        assert paths.default_socket() in done.stdout.replace("\n", " ").replace("  ", ""), command
+        assert paths.default_socket() in " ".join(done.stdout.split()), command
         assert "/tmp" not in done.stdout
 
 

@@ -47,12 +47,15 @@ def peer_credentials(sock: socket.socket, *, groups: bool = False) -> Credential
 
 def peer_groups(sock: socket.socket) -> tuple[int, ...]:
     """The peer's supplementary group ids (``SO_PEERGROUPS``), as the kernel
-    recorded them when the connection was made."""
+    recorded them when the connection was made; empty on kernels before 4.13,
+    which cannot tell."""
     size = 64 * 4
     while True:
         try:
             raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
         except OSError as exc:
+            if exc.errno == errno.ENOPROTOOPT:
+                return ()
             # ERANGE: the peer has more groups than fit; the kernel's answer
             # length is not visible from Python, so grow the buffer.
             if exc.errno != errno.ERANGE or size >= _NGROUPS_MAX * 4:
