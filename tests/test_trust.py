@@ -402,16 +402,20 @@ def test_allow_gid_matches_supplementary_groups(open_dir, test_group):
 
 
 def test_peer_groups_reads_the_supplementary_groups(test_group):
+    many = list(range(70000, 70100))  # more than the first buffer holds (ERANGE, then retried)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        os.setgroups([test_group])  # credentials are taken at socketpair(): not these
+        os.setgroups([test_group])  # credentials are taken at socketpair(): not before
         c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        os.setgroups(many)
+        e, f = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     finally:
         os.setgroups([])
     try:
         assert fdpass.peer_credentials(a, groups=True).groups == ()
         assert fdpass.peer_credentials(c, groups=True).groups == (test_group,)
         assert fdpass.peer_credentials(c).groups == ()
+        assert fdpass.peer_groups(e) == tuple(many)
     finally:
-        for s in (a, b, c, d):
+        for s in (a, b, c, d, e, f):
             s.close()

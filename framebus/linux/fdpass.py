@@ -9,6 +9,7 @@ message whose control data was truncated (``MSG_CTRUNC``: some fds were lost).
 from __future__ import annotations
 
 import array
+import ctypes
 import errno
 import os
 import socket
@@ -21,6 +22,7 @@ MAX_FDS = 253  # SCM_MAX_FD: the most fds one message can carry
 #: ``SO_PEERGROUPS`` (asm-generic/socket.h, Linux 4.13); Python's socket lacks the name.
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 _NGROUPS_MAX = 65536  # linux/limits.h
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class Credentials(NamedTuple):
@@ -48,21 +50,24 @@ def peer_credentials(sock: socket.socket, *, groups: bool = False) -> Credential
 def peer_groups(sock: socket.socket) -> tuple[int, ...]:
     """The peer's supplementary group ids (``SO_PEERGROUPS``), as the kernel
     recorded them when the connection was made; empty on kernels before 4.13,
-    which cannot tell."""
-    size = 64 * 4
+    which cannot tell.
+
+    Called through libc: Python's ``getsockopt`` caps its buffer at 1024
+    bytes (256 groups), and a peer may have up to 65536.
+    """
+    count = 64
     while True:
-        try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
-        except OSError as exc:
-            if exc.errno == errno.ENOPROTOOPT:
-                return ()
-            # ERANGE: the peer has more groups than fit; the kernel's answer
-            # length is not visible from Python, so grow the buffer.
-            if exc.errno != errno.ERANGE or size >= _NGROUPS_MAX * 4:
-                raise
-            size = min(size * 8, _NGROUPS_MAX * 4)
-            continue
-        return tuple(array.array("I", raw[: len(raw) - len(raw) % 4]))
+        groups = (ctypes.c_uint32 * count)()
+        length = ctypes.c_uint32(ctypes.sizeof(groups))
+        if _libc.getsockopt(sock.fileno(), socket.SOL_SOCKET, SO_PEERGROUPS, groups,
+                            ctypes.byref(length)) == 0:
+            return tuple(groups[: length.value // 4])
+        err = ctypes.get_errno()
+        if err == errno.ENOPROTOOPT:
+            return ()
+        if err != errno.ERANGE or count >= _NGROUPS_MAX:
+            raise OSError(err, os.strerror(err))
+        count = min(max(length.value // 4, count * 2), _NGROUPS_MAX)  # ERANGE: the size needed
 
 
 def send_with_fds(sock: socket.socket, data: bytes, fds: list[int]) -> None:
