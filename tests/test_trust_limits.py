@@ -45,7 +45,8 @@ def test_a_handshake_hoarder_cannot_lock_out_another_uid(open_sock, procs):
                            max_consumers=64) as bus:
         stop, thread = publishing(bus)
         try:
-            hoarder = hostile(procs, "--as", "nobody", "hoard", open_sock, "--count", "64")
+            hoarder = hostile(procs, "--as", "nobody", "hoard", open_sock, "--count", "64",
+                              "--settle", "2")
             seen = read_json(hoarder)
             # Only its own few handshakes are pending; the rest were refused at once.
             assert seen["outcomes"]["hello"] == 8, seen
