@@ -39,7 +39,7 @@ log = logging.getLogger("framebus.producer")
 
 POLL_IN = select.POLLIN | select.POLLPRI
 _FD_HEADROOM = 16  # fds kept free: each consumer costs a control fd and a zmq pipe fd
-ACCEPT_BATCH = 64  # connections accepted per wake-up of the I/O thread
+ACCEPT_BATCH = 16  # connections accepted per wake-up of the I/O thread
 PENDING_PER_UID = 8  # unfinished handshakes one uid may have
 MAX_PENDING = 128  # unfinished handshakes of everyone together
 
