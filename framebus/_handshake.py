@@ -102,9 +102,12 @@ def _user_name(uid: int) -> str:
 
 
 def check_endpoint(endpoint: str, owner: int, path: str) -> str:
-    """`endpoint`, if it is an ``ipc://`` socket that uid `owner` owns in a
-    directory `owner` owns and nobody else may write, named without symlinks;
-    else `ProtocolError` (not an ipc path) or `PermissionDenied` (not owned)."""
+    """`endpoint`, if it is an ``ipc://`` path in a directory that uid
+    `owner` owns and nobody else may write, named without symlinks; the socket
+    file, if it is there yet (a producer may bind it only at ATTACH), belongs
+    to `owner` or to us (a producer may hand a consumer's endpoint to its
+    uid). Else `ProtocolError` (not such an ipc path) or `PermissionDenied`
+    (not owned so). Call it again before connecting for the file's check."""
     prefix = "ipc://"
     where = endpoint[len(prefix):]
     if not endpoint.startswith(prefix) or not where.startswith("/") or "\0" in where:
@@ -115,14 +118,19 @@ def check_endpoint(endpoint: str, owner: int, path: str) -> str:
                             f"it must be a path of at most {_MAX_UNIX_PATH} bytes without "
                             f"symlinks or '..'")
     directory = os.path.dirname(where)
-    for name, is_kind, what in ((directory, stat.S_ISDIR, "directory"),
-                                (where, stat.S_ISSOCK, "socket")):
+    for name, is_kind, what, owners in ((directory, stat.S_ISDIR, "directory", {owner}),
+                                        (where, stat.S_ISSOCK, "socket", {owner, os.geteuid()})):
         try:
             st = os.lstat(name)
+        except FileNotFoundError:
+            if name == where:
+                break  # bound later (at ATTACH), and only the directory's owner can
+            raise ProtocolError(f"the bus endpoint {name} of the producer at {path}: "
+                                f"No such file or directory") from None
         except OSError as exc:
             raise ProtocolError(f"the bus endpoint {name} of the producer at {path}: "
                                 f"{exc.strerror}") from None
-        if not is_kind(st.st_mode) or st.st_uid != owner:
+        if not is_kind(st.st_mode) or st.st_uid not in owners:
             raise PermissionDenied(
                 f"permission denied: the bus endpoint {name} of the producer at {path} is "
                 f"not a {what} owned by the producer's uid {owner} (uid {st.st_uid})")

@@ -111,6 +111,12 @@ def test_a_root_consumer_refuses_a_producer_run_by_nobody(nobody_producer):
 
 
 def test_naming_the_producers_uid_admits_it(nobody_producer):
+    # channel "socket": nobody's producer cannot start a zmq relay here (it may
+    # not execute this machine's Python, which lives under /root).
+    with framebus.Consumer(nobody_producer, producer_uid=NOBODY.pw_uid, timeout=5,
+                           channel="socket") as cam:
+        with cam.get(timeout=10) as frame:
+            assert frame.seq >= 1
     report = query_status(nobody_producer, producer_uid=NOBODY.pw_uid)
     assert report["pid"] and report["consumers"] == []
     sock = handshake.connect(nobody_producer, 5, producer_uid=NOBODY.pw_uid)
@@ -135,6 +141,12 @@ def test_the_cli_refuses_a_producer_run_by_nobody(nobody_producer):
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert '"consumers": []' in done.stdout
+    done = subprocess.run([sys.executable, "-m", "framebus", "consume", "--socket",
+                           nobody_producer, "--frames", "3", "--producer-uid",
+                           str(NOBODY.pw_uid), "--json", "--channel", "socket"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert '"final": true' in done.stdout and '"frames": 3' in done.stdout
 
 
 def test_a_reconnecting_consumer_never_switches_to_a_squatter(nobody_dir, procs):
