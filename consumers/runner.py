@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Callable, cast
 
 from framebus import paths
+from framebus.report import add_producer_uid_argument
 from framebus import (Consumer, Frame, FramebusError, NoProducer, ProducerGone,
                       ProducerRefusedConnection, Timeout)
 
@@ -38,6 +39,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                              "socket (lower latency and CPU)")
     parser.add_argument("--spin", type=float, default=0.0,
                         help="seconds to busy-poll before sleeping (default 0; costs CPU)")
+    add_producer_uid_argument(parser)
 
 
 def attach(args: argparse.Namespace, name: str) -> Consumer:
@@ -47,8 +49,10 @@ def attach(args: argparse.Namespace, name: str) -> Consumer:
     deadline = time.monotonic() + args.wait
     while True:
         try:
-            return Consumer(args.socket or paths.default_socket(), name=name, policy=args.policy, max_held=args.max_held,
-                            channel=args.channel, spin=args.spin, reconnect=args.reconnect)
+            return Consumer(args.socket or paths.default_socket(), name=name,
+                            policy=args.policy, max_held=args.max_held, channel=args.channel,
+                            spin=args.spin, reconnect=args.reconnect,
+                            producer_uid=args.producer_uid)
         except (NoProducer, ProducerRefusedConnection):
             if time.monotonic() >= deadline:
                 raise

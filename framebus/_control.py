@@ -1,10 +1,18 @@
 """The producer's end of the control socket: accepting peers and their handshakes.
 
 `ControlServer` owns the listening socket and every connection still in its
-handshake. It checks SO_PEERCRED and the connection limits before sending a
-byte, sends HELLO with the buffer fds, and reads ATTACH, handing the producer a
-checked `Attach`. What happens next (admission by quota, the consumer's life,
-its departure) is the producer's business.
+handshake. It checks SO_PEERCRED (and SO_PEERGROUPS) and the connection limits
+before sending a byte, sends HELLO with the buffer fds, and reads ATTACH,
+handing the producer a checked `Attach`. What happens next (admission by
+quota, the consumer's life, its departure) is the producer's business.
+
+Admission is fair between users: a uid may have at most `pending_per_uid`
+unfinished handshakes (and everyone together `max_pending`); more from that
+uid are refused at once, so one user holding handshakes open cannot lock out
+another. Unfinished handshakes reserve no consumer slot: `max_consumers` is
+checked against attached consumers when the ATTACH arrives. The listener is
+drained in bounded batches (`ACCEPT_BATCH` per wake-up), so a connection flood
+cannot keep the I/O thread, and the bus lock it holds, in `accept()`.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import resource
 import select
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -30,6 +39,9 @@ log = logging.getLogger("framebus.producer")
 
 POLL_IN = select.POLLIN | select.POLLPRI
 _FD_HEADROOM = 16  # fds kept free: each consumer costs a control fd and a zmq pipe fd
+ACCEPT_BATCH = 16  # connections accepted per wake-up of the I/O thread
+PENDING_PER_UID = 8  # unfinished handshakes one uid may have
+MAX_PENDING = 128  # unfinished handshakes of everyone together
 
 
 class Attach(NamedTuple):
@@ -58,17 +70,28 @@ class ControlServer:
     """Listens at `path` and runs handshakes up to ATTACH.
 
     Args:
+        mode, group: the socket's file mode and group; with group write in
+            `mode`, members of `group` (supplementary ones too) are admitted.
+        access: who else may attach (uids, gids).
         hello: makes the HELLO payload and the fds to attach for a new token
             and peer.
         attached: how many consumers the producer serves now.
+        pending_per_uid, max_pending: unfinished handshakes allowed per uid
+            and in all.
     """
 
     def __init__(self, path: str, mode: int, group: int | None, access: AccessPolicy,
-                 hello: Callable[[bytes, Credentials], tuple[bytes, list[int]]], attached: Callable[[], int],
-                 max_consumers: int, handshake_timeout: float, rate_log: RateLimitedLog) -> None:
+                 hello: Callable[[bytes, Credentials], tuple[bytes, list[int]]],
+                 attached: Callable[[], int],
+                 max_consumers: int, handshake_timeout: float, rate_log: RateLimitedLog, *,
+                 pending_per_uid: int = PENDING_PER_UID, max_pending: int = MAX_PENDING) -> None:
         self.path = path
+        self._mode = mode
+        self._group = group
         self.access = access
         self.max_consumers = max_consumers
+        self.pending_per_uid = pending_per_uid
+        self.max_pending = max_pending
         self.refused = 0
         self.errors = 0
         self._hello = hello
@@ -76,12 +99,26 @@ class ControlServer:
         self._timeout = handshake_timeout
         self._rate_log = rate_log
         self._handshakes: dict[int, _Handshake] = {}
+        self._pending_by_uid: Counter[int] = Counter()
         self._listener = endpoint.listen(path, mode, group)
         self._inode = os.lstat(path).st_ino
         self._spare_fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
 
+    @property
+    def access(self) -> AccessPolicy:
+        """Who may attach; setting it keeps the socket group's members admitted."""
+        return self._access
+
+    @access.setter
+    def access(self, policy: AccessPolicy) -> None:
+        self._access = policy.with_socket_group(self._group, self._mode)
+
     def fileno(self) -> int:
         return self._listener.fileno()
+
+    def pending(self, uid: int | None = None) -> int:
+        """Unfinished handshakes, of `uid` or of everyone."""
+        return len(self._handshakes) if uid is None else self._pending_by_uid[uid]
 
     def owns(self, fd: int) -> bool:
         """Whether `fd` is a connection in its handshake."""
@@ -91,8 +128,10 @@ class ControlServer:
         return min((h.deadline for h in self._handshakes.values()), default=None)
 
     def accept(self, poller: select.poll) -> None:
-        """Greet every peer waiting on the listener."""
-        while True:
+        """Greet the peers waiting on the listener, at most `ACCEPT_BATCH`
+        of them: the rest wait for the next wake-up (the listener stays
+        readable), so other work runs in between."""
+        for _ in range(ACCEPT_BATCH):
             try:
                 conn, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -119,13 +158,18 @@ class ControlServer:
 
     def _greet(self, poller: select.poll, conn: socket.socket) -> None:
         conn.setblocking(False)
-        peer = fdpass.peer_credentials(conn)
+        try:
+            peer = fdpass.peer_credentials(conn, groups=True)
+        except OSError as exc:  # the peer is already gone
+            log.debug("no credentials for a new connection: %s", exc)
+            conn.close()
+            return
         if not self.access.admits(peer):
             self.refuse(conn, "credentials", self.access.refusal(peer))
             return
-        if self._attached() + len(self._handshakes) >= self.max_consumers:
-            self.refuse(conn, "limit", f"the producer serves its maximum of "
-                                       f"{self.max_consumers} consumers (max_consumers)")
+        problem = self._limit_problem(peer.uid)
+        if problem:
+            self.refuse(conn, "limit", problem)
             return
         if _open_fds() + _FD_HEADROOM > _fd_limit():
             # Refuse before libzmq's I/O thread runs out of fds for the new pipe.
@@ -141,12 +185,36 @@ class ControlServer:
             return
         self._handshakes[conn.fileno()] = _Handshake(conn, peer, token,
                                                      time.monotonic() + self._timeout)
+        self._pending_by_uid[peer.uid] += 1
         poller.register(conn, POLL_IN)
+
+    def _limit_problem(self, uid: int) -> str | None:
+        """Why a new connection of `uid` must be refused now, if it must."""
+        if self._attached() >= self.max_consumers:
+            return self._full()
+        if self._pending_by_uid[uid] >= self.pending_per_uid:
+            return (f"uid {uid} already has {self._pending_by_uid[uid]} unfinished handshakes, "
+                    f"the most one uid may have ({self.pending_per_uid}); finish or close "
+                    f"them first")
+        if len(self._handshakes) >= self.max_pending:
+            return (f"the producer has {len(self._handshakes)} unfinished handshakes, its "
+                    f"maximum ({self.max_pending}); try again shortly")
+        return None
+
+    def _full(self) -> str:
+        return f"the producer serves its maximum of {self.max_consumers} consumers (max_consumers)"
+
+    def _forget(self, fd: int) -> _Handshake:
+        hs = self._handshakes.pop(fd)
+        self._pending_by_uid[hs.peer.uid] -= 1
+        if not self._pending_by_uid[hs.peer.uid]:
+            del self._pending_by_uid[hs.peer.uid]
+        return hs
 
     def finish(self, poller: select.poll, fd: int) -> Attach | None:
         """Read the ATTACH on connection `fd`; None (and the peer refused) if
         it is anything else. The caller owns the returned connection."""
-        hs = self._handshakes.pop(fd)
+        hs = self._forget(fd)
         poller.unregister(hs.conn)
         try:
             # No fds are expected from a client: any it attaches are refused.
@@ -158,6 +226,9 @@ class ControlServer:
         except (OSError, ProtocolError) as exc:
             self.errors += 1
             self.refuse(hs.conn, "protocol", f"bad ATTACH: {exc}")
+            return None
+        if fields[0] == "consumer" and self._attached() >= self.max_consumers:
+            self.refuse(hs.conn, "limit", self._full())
             return None
         return Attach(hs.conn, hs.peer, hs.token, *fields)
 
@@ -172,7 +243,7 @@ class ControlServer:
         """Refuse every peer whose handshake has outlived its deadline."""
         for fd, hs in list(self._handshakes.items()):
             if hs.deadline <= now:
-                del self._handshakes[fd]
+                self._forget(fd)
                 poller.unregister(hs.conn)
                 self.refuse(hs.conn, "timeout", "no ATTACH within the handshake timeout")
 
@@ -182,6 +253,7 @@ class ControlServer:
         for hs in self._handshakes.values():
             self.refuse(hs.conn, "shutdown", reason)
         self._handshakes.clear()
+        self._pending_by_uid.clear()
         if self._spare_fd >= 0:
             os.close(self._spare_fd)
             self._spare_fd = -1

@@ -2,9 +2,11 @@
 
 Each distinct fd is mapped once, ``PROT_READ`` and ``MAP_SHARED``, after its
 size has been checked against the table (a smaller file would SIGBUS us on
-access). memfds must carry the shrink seal, so the producer cannot shrink them
-under us either. A DMA-BUF's fd is kept open: CPU reads of it are bracketed
-with DMA_BUF_IOCTL_SYNC, which needs the fd.
+access). A memfd must carry every seal of `memfd.READ_ONLY_SEALS` (shrink,
+grow, future write, seal), checked *before* its size is trusted: without the
+shrink seal the producer could shrink it after the check. A DMA-BUF cannot be
+resized by anyone, so only its size is checked; its fd is kept open: CPU reads
+of it are bracketed with DMA_BUF_IOCTL_SYNC, which needs the fd.
 """
 
 from __future__ import annotations
@@ -83,20 +85,35 @@ def check_map_count(needed: int, margin: int = 64) -> None:
 
 
 def _map_checked(fd: int, size: int, kind: str) -> mmap.mmap:
-    actual = memfd.file_size(fd)
+    if kind == MEMFD:
+        check_seals(fd)  # first: an unsealed file's size means nothing
+    try:
+        actual = memfd.file_size(fd)
+    except OSError as exc:
+        raise FramebusError(f"cannot check a buffer fd: {exc.strerror}") from None
     if actual < size:
         raise FramebusError(f"buffer fd is {actual} bytes, the table says {size}")
-    if kind == MEMFD:
-        try:
-            seals = memfd.get_seals(fd)
-        except OSError:
-            raise FramebusError("a buffer said to be a memfd is not one") from None
-        if not seals & memfd.F_SEAL_SHRINK:
-            raise FramebusError("buffer memfd is not sealed against shrinking")
     try:
         return memfd.map_shared(fd, size, writable=False)
     except OSError as exc:
         if exc.errno == errno.ENOMEM:
             raise FramebusError(f"cannot map a {size}-byte buffer: out of memory or of "
                                 f"mappings (vm.max_map_count {max_map_count()})") from None
-        raise
+        raise FramebusError(f"cannot map a {size}-byte buffer: {exc.strerror or exc}") from None
+
+
+def check_seals(fd: int) -> None:
+    """Raise FramebusError unless `fd` is a memfd sealed read-only and fixed
+    in size (`memfd.READ_ONLY_SEALS`)."""
+    try:
+        seals = memfd.get_seals(fd)
+    except OSError:
+        raise FramebusError("a buffer said to be a memfd is not one") from None
+    missing = memfd.READ_ONLY_SEALS & ~seals
+    if missing:
+        names = [name for name, bit in (("shrink", memfd.F_SEAL_SHRINK),
+                                        ("grow", memfd.F_SEAL_GROW),
+                                        ("future-write", memfd.F_SEAL_FUTURE_WRITE),
+                                        ("seal", memfd.F_SEAL_SEAL)) if missing & bit]
+        raise FramebusError(f"buffer memfd is not sealed against {', '.join(names)} "
+                            f"(seals {seals:#x})")

@@ -60,15 +60,28 @@ class BufferTable:
 
     @classmethod
     def from_wire(cls, wire: object, fmt: FrameFormat, max_buffers: int = 256) -> BufferTable:
-        """Parse and check a table received from a producer."""
+        """Parse and check a table received from a producer.
+
+        Every number must be a plain int in range (no floats, bools or
+        negatives) and every offset page-aligned; anything else is a
+        `FramebusError`.
+        """
         try:
-            memories = tuple(Memory(int(size), str(kind)) for size, kind in wire["memories"])  # type: ignore[index]
-            buffers = tuple(tuple(Plane(*map(int, p)) for p in planes)
-                            for planes in wire["buffers"])  # type: ignore[index]
+            if type(wire) is not dict:
+                raise TypeError("not a map")
+            memories = tuple(_wire_memory(m) for m in _wire_list(wire["memories"], 256))
+            buffers = tuple(tuple(Plane(*(_wire_int(v, "plane field") for v in _wire_list(p, 4)))
+                                  for p in _wire_list(planes, 8))
+                            for planes in _wire_list(wire["buffers"], max_buffers))
         except (TypeError, ValueError, KeyError) as exc:
             raise FramebusError(f"malformed buffer table: {exc}") from None
         table = cls(memories, buffers)
         table.check(fmt, max_buffers)
+        for n, planes in enumerate(table.buffers):
+            for plane in planes:
+                if plane.offset % memfd.PAGE_SIZE:
+                    raise FramebusError(f"buffer {n}: plane offset {plane.offset} is not "
+                                        f"page-aligned ({memfd.PAGE_SIZE} bytes)")
         return table
 
     def check(self, fmt: FrameFormat, max_buffers: int = 256) -> None:
@@ -92,6 +105,28 @@ class BufferTable:
                     raise FramebusError(
                         f"buffer {n}: plane at {plane.offset}+{plane.length} does not fit "
                         f"a {size}-byte memory or is shorter than {need} bytes")
+
+
+_MAX_WIRE_INT = 1 << 48  # 256 TiB: more than any buffer, less than anything that overflows
+
+
+def _wire_int(value: object, what: str) -> int:
+    if type(value) is not int or not 0 <= value < _MAX_WIRE_INT:
+        raise ValueError(f"{what} must be an int in 0..2**48, got {value!r:.40}")
+    return value
+
+
+def _wire_memory(value: object) -> Memory:
+    size, kind = _wire_list(value, 2)
+    if type(kind) is not str:
+        raise ValueError(f"memory kind must be a str, got {kind!r:.40}")
+    return Memory(_wire_int(size, "memory size"), kind)
+
+
+def _wire_list(value: object, limit: int) -> list[object]:
+    if type(value) is not list or len(value) > limit:
+        raise ValueError(f"expected a list of at most {limit} items, got {type(value).__name__}")
+    return value
 
 
 def frame_views(fmt: FrameFormat, planes: tuple[Plane, ...], maps: list[mmap.mmap]) -> FrameViews:

@@ -22,10 +22,12 @@ def runtime_dir() -> str:
     if os.geteuid() == 0:
         return "/run/framebus"
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if not runtime:
+    if not runtime or not os.path.isabs(runtime):
         raise FramebusError(
-            "no default socket directory: XDG_RUNTIME_DIR is not set (log in through a "
-            "session manager, or pass --socket PATH in a directory only you can write)")
+            "no default socket directory: XDG_RUNTIME_DIR is "
+            f"{'not set' if not runtime else f'not an absolute path ({runtime!r})'} "
+            "(log in through a session manager, or pass --socket PATH in a directory "
+            "only you can write)")
     return os.path.join(runtime, "framebus")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pwd
 from typing import Any
 
 from . import _handshake as handshake, _protocol as protocol, paths
@@ -12,16 +13,22 @@ from .errors import ProtocolError
 from .linux import fdpass
 
 
-def query_status(path: str, timeout: float = 2.0) -> dict[str, Any]:
-    """The producer's report: counters, and a `consumers` list."""
-    sock = handshake.connect(path, timeout)
+def query_status(path: str, timeout: float = 2.0,
+                 producer_uid: int | None = None) -> dict[str, Any]:
+    """The producer's report: counters, and a `consumers` list.
+
+    The producer must run as root, as this process's uid, or as
+    `producer_uid`; otherwise `framebus.PermissionDenied` naming its uid.
+    """
+    sock = handshake.connect(path, timeout, producer_uid)
     try:
         _, fds = handshake.read_hello(sock, path)
         fdpass.close_all(fds)  # a status client maps nothing
         answer = handshake.attach(sock, path, "status")
         if answer.kind is not protocol.STATUS:
             raise ProtocolError(f"expected STATUS, got {answer.kind.name}")
-        return answer.values[0]
+        report: dict[str, Any] = answer.values[0]
+        return report
     finally:
         sock.close()
 
@@ -51,11 +58,30 @@ def format_status(report: dict[str, Any]) -> str:
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", help=paths.socket_help())
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_producer_uid_argument(parser)
+
+
+def add_producer_uid_argument(parser: argparse.ArgumentParser) -> None:
+    """``--producer-uid N``: trust a producer run by uid N (a service user)."""
+    parser.add_argument("--producer-uid", type=_uid, metavar="UID",
+                        help="trust a producer running as this uid or user name (default: "
+                             "only root or your own uid; a service such as framebus@.service "
+                             "runs as user 'framebus')")
+
+
+def _uid(value: str) -> int:
+    if value.isdigit():
+        return int(value)
+    try:
+        return pwd.getpwnam(value).pw_uid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no user named {value!r}") from None
 
 
 def run_status(args: argparse.Namespace) -> int:
     """`framebus status`."""
-    report = query_status(args.socket or paths.default_socket())
+    report = query_status(args.socket or paths.default_socket(),
+                          producer_uid=args.producer_uid)
     print(json.dumps(report) if args.json else format_status(report))
     return 0
 

@@ -58,6 +58,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence, Union
 import numpy as np
 from numpy.typing import NDArray
 
+from . import paths
 from .errors import FramebusError
 from .formats import FrameFormat, FrameViews
 
@@ -88,7 +89,7 @@ def synthetic_producer(width: int = 320, height: int = 240, pixel_format: str = 
     SIGKILL) and its directory removed when the block ends.
     """
     fmt = FrameFormat(width, height, pixel_format, bytesperline=bytesperline)
-    workdir = tempfile.mkdtemp(prefix="framebus-test-")
+    workdir = tempfile.mkdtemp(prefix="test-", dir=_private_parent())
     try:
         path = os.path.join(workdir, "cam.sock")
         log_path = os.path.join(workdir, "producer.log")
@@ -229,6 +230,16 @@ def _frame_writer(fmt: FrameFormat, frames: dict[str, Any]) -> Callable[[FrameVi
     function = _import_callable(frames["name"])
     return lambda views, seq: _write_image(fmt, views, function(seq),
                                           what=f"{frames['name']}({seq})")
+
+
+def _private_parent() -> str | None:
+    """Where test producers' directories go: the default socket's directory
+    (`framebus.paths.runtime_dir`), else the system's temporary directory
+    (each one a fresh mkdtemp directory only this user can enter)."""
+    try:
+        return paths.make_runtime_dir()
+    except FramebusError:
+        return None
 
 
 def _serve(spec: dict[str, Any]) -> int:

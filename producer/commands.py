@@ -28,12 +28,18 @@ def _produce_arguments(produce: argparse.ArgumentParser) -> None:
     produce.add_argument("--buffers", type=int, default=8, help="frame buffers (default 8)")
     produce.add_argument("--lease-timeout", type=float, default=1.0,
                          help="seconds a consumer may hold a frame before revocation (default 1)")
-    produce.add_argument("--mode", default="660", help="socket file mode, octal (default 660)")
-    produce.add_argument("--group", type=_group, help="socket group (name or gid)")
+    produce.add_argument("--mode", default="660",
+                         help="socket file mode, octal (default 660); with --group, a mode "
+                              "that lets the group write (660) admits the group's members")
+    produce.add_argument("--group", type=_group,
+                         help="socket group (name or gid); with --mode 660 its members, "
+                              "supplementary ones included, may attach")
     produce.add_argument("--allow-uid", type=int, action="append", default=[],
                          help="admit this uid too (repeatable; own uid and root always)")
     produce.add_argument("--allow-gid", type=int, action="append", default=[],
-                         help="admit peers whose primary gid is this (repeatable)")
+                         help="admit members of this gid, primary or supplementary "
+                              "(repeatable); they must also be able to open the socket "
+                              "(--mode/--group)")
     produce.add_argument("--max-consumers", type=int, default=64)
     produce.add_argument("--config", help="TOML file with allow_uids, allow_gids, lease_timeout, "
                                           "max_consumers and a [controls] table; re-read on "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 
 import psutil
@@ -19,10 +20,26 @@ from framebus.linux import fdpass, memfd
 FMT = framebus.FrameFormat(64, 48, "GREY")
 
 
-def _hello(version: int = protocol.VERSION, memory_size: int = 4096) -> bytes:
+ENDPOINT = "ipc:///nowhere"  # replaced by the `bus_endpoint` fixture, which every test uses
+
+
+def _hello(version: int = protocol.VERSION, memory_size: int = 4096, endpoint: str = "") -> bytes:
     table = BufferTable((Memory(memory_size, MEMFD),), ((Plane(0, 0, FMT.sizeimage, 64),),))
-    return protocol.HELLO.encode(version, 7, FMT.to_wire(), table.to_wire(), "ipc:///nowhere",
-                                 b"Ftoken", 1000)
+    return protocol.HELLO.encode(version, 7, FMT.to_wire(), table.to_wire(),
+                                 endpoint or ENDPOINT, b"Ftoken", 1000)
+
+
+@pytest.fixture(autouse=True)
+def bus_endpoint(workdir, monkeypatch):
+    """A real ipc endpoint of this uid's, as a producer's private directory
+    holds one: consumers refuse a HELLO naming anything else."""
+    private = os.path.join(os.path.realpath(workdir), "bus")
+    os.mkdir(private, 0o700)
+    bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound.bind(os.path.join(private, "bus-0"))
+    monkeypatch.setattr(sys.modules[__name__], "ENDPOINT", "ipc://" + bound.getsockname())
+    yield ENDPOINT
+    bound.close()
 
 
 def _sealed_memfd(size: int) -> int:

@@ -1,4 +1,5 @@
-"""Passing file descriptors over Unix sockets (unix(7): SCM_RIGHTS, SO_PEERCRED).
+"""Passing file descriptors over Unix sockets (unix(7): SCM_RIGHTS, SO_PEERCRED,
+SO_PEERGROUPS).
 
 `socket.recv_fds` ignores its flags and leaves received fds inheritable, so
 this module calls `recvmsg` itself with ``MSG_CMSG_CLOEXEC`` and refuses a
@@ -8,6 +9,8 @@ message whose control data was truncated (``MSG_CTRUNC``: some fds were lost).
 from __future__ import annotations
 
 import array
+import ctypes
+import errno
 import os
 import socket
 import struct
@@ -16,21 +19,55 @@ from typing import NamedTuple
 MAX_FDS = 253  # SCM_MAX_FD: the most fds one message can carry
 
 
+#: ``SO_PEERGROUPS`` (asm-generic/socket.h, Linux 4.13); Python's socket lacks the name.
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+_NGROUPS_MAX = 65536  # linux/limits.h
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
 class Credentials(NamedTuple):
-    """The peer's process credentials, as the kernel recorded them at connect()."""
+    """The peer's process credentials, as the kernel recorded them at connect()
+    (or listen(), for the server end): effective uid and gid, and the
+    supplementary groups when they were asked for."""
 
     pid: int
     uid: int
     gid: int
+    groups: tuple[int, ...] = ()
 
 
 _UCRED = struct.Struct("3i")
 
 
-def peer_credentials(sock: socket.socket) -> Credentials:
-    """The credentials of the process at the other end of a connected socket."""
+def peer_credentials(sock: socket.socket, *, groups: bool = False) -> Credentials:
+    """The credentials of the process at the other end of a connected socket;
+    with `groups`, its supplementary groups too (`peer_groups`)."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    return Credentials(*_UCRED.unpack(raw))
+    pid, uid, gid = _UCRED.unpack(raw)
+    return Credentials(pid, uid, gid, peer_groups(sock) if groups else ())
+
+
+def peer_groups(sock: socket.socket) -> tuple[int, ...]:
+    """The peer's supplementary group ids (``SO_PEERGROUPS``), as the kernel
+    recorded them when the connection was made; empty on kernels before 4.13,
+    which cannot tell.
+
+    Called through libc: Python's ``getsockopt`` caps its buffer at 1024
+    bytes (256 groups), and a peer may have up to 65536.
+    """
+    count = 64
+    while True:
+        groups = (ctypes.c_uint32 * count)()
+        length = ctypes.c_uint32(ctypes.sizeof(groups))
+        if _libc.getsockopt(sock.fileno(), socket.SOL_SOCKET, SO_PEERGROUPS, groups,
+                            ctypes.byref(length)) == 0:
+            return tuple(groups[: length.value // 4])
+        err = ctypes.get_errno()
+        if err == errno.ENOPROTOOPT:
+            return ()
+        if err != errno.ERANGE or count >= _NGROUPS_MAX:
+            raise OSError(err, os.strerror(err))
+        count = min(max(length.value // 4, count * 2), _NGROUPS_MAX)  # ERANGE: the size needed
 
 
 def send_with_fds(sock: socket.socket, data: bytes, fds: list[int]) -> None:
