@@ -116,6 +116,10 @@ class Session:
                                   depth, self.channel)
         if answer.kind is not protocol.ACCEPT:
             raise ProtocolError(f"expected ACCEPT, got {answer.kind.name}")
+        if self.channel == ZMQ:
+            # The producer binds the endpoint by ACCEPT: now its file can be checked too.
+            owner = fdpass.peer_credentials(self._ctrl).uid
+            endpoint = handshake.check_endpoint(endpoint, owner, self.path)
         return token, endpoint
 
     def fileno(self) -> int:

@@ -39,22 +39,24 @@ class Controls(Protocol):
         of range, before changing anything."""
 
 
-def list_controls(path: str, timeout: float = 2.0) -> list[dict[str, Any]]:
-    """The controls of the camera behind the producer at `path`."""
-    return _ask(path, None, timeout)[0]
+def list_controls(path: str, timeout: float = 2.0,
+                  producer_uid: int | None = None) -> list[dict[str, Any]]:
+    """The controls of the camera behind the producer at `path` (run by root,
+    by you, or by `producer_uid`)."""
+    return _ask(path, None, timeout, producer_uid)[0]
 
 
-def set_controls(path: str, values: Mapping[str, int | str],
-                 timeout: float = 2.0) -> dict[str, int]:
+def set_controls(path: str, values: Mapping[str, int | str], timeout: float = 2.0,
+                 producer_uid: int | None = None) -> dict[str, int]:
     """Set controls of the camera behind the producer at `path`; returns the
     values the driver reports afterwards. A refusal (unknown name, value out
     of range, no controls) is a `framebus.Refused` saying why."""
-    return _ask(path, dict(values), timeout)[1]
+    return _ask(path, dict(values), timeout, producer_uid)[1]
 
 
-def _ask(path: str, values: dict[str, int | str] | None,
-         timeout: float) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    sock = handshake.connect(path, timeout)
+def _ask(path: str, values: dict[str, int | str] | None, timeout: float,
+         producer_uid: int | None) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    sock = handshake.connect(path, timeout, producer_uid=producer_uid)
     try:
         _, fds = handshake.read_hello(sock, path)
         fdpass.close_all(fds)  # a controls client maps nothing
@@ -92,16 +94,18 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="NAME=VALUE", help="set a control (repeatable); a menu "
                         "control takes its item number or name")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--producer-uid", type=int, help="the uid the producer may run as "
+                        "besides root and yours (a service user)")
 
 
 def _run(args: argparse.Namespace) -> int:
     path = args.socket or paths.default_socket()
     if args.set:
-        applied = set_controls(path, dict(args.set))
+        applied = set_controls(path, dict(args.set), producer_uid=args.producer_uid)
         print(json.dumps(applied) if args.json else
               "\n".join(f"{name} = {value}" for name, value in applied.items()))
         return 0
-    controls = list_controls(path)
+    controls = list_controls(path, producer_uid=args.producer_uid)
     if args.json:
         print(json.dumps(controls))
         return 0
