@@ -38,6 +38,7 @@ log = logging.getLogger("framebus.producer")
 
 _LINK_MESSAGES = 16  # per relay per pump; each carries up to 256 acks
 _SOCKET_MESSAGES = 64  # per socket-channel consumer per pump
+HOT_WINDOW = 0.002  # s after an acquire() during which it, not this thread, drains acks
 
 
 class Server:
@@ -63,6 +64,8 @@ class Server:
         self.lease_timeout = lease_timeout
         self.relays: dict[int, RelayLink] = {}  # by consumer uid
         self.acquire_waiters = 0
+        self.muted = False  # acks are left to a waiting acquire()
+        self.hot_until = 0.0  # ... or to one that ran just now
         self.closed = False
         self._dir = private_dir
         self._describe = describe
@@ -207,7 +210,16 @@ class Server:
         listen_fd = self.control.fileno()
         while True:
             with self.lock:
+                # While acquire() sleeps on the ack fds, or has just drained
+                # them (flat out, it is back within microseconds), it handles
+                # the acks itself: this thread listens there only for
+                # hang-ups, so the two never race for each release. A credit
+                # waits at most HOT_WINDOW for one of them.
+                hot = self.hot_until - time.monotonic()
+                self._mute_acks(self.acquire_waiters > 0 or hot > 0)
                 timeout = self._poll_timeout()
+                if hot > 0:
+                    timeout = min(timeout, int(hot * 1000) + 1)
             events = self._poller.poll(timeout)
             with self.lock:
                 if self.closed:
@@ -227,7 +239,12 @@ class Server:
                         freed |= self._on_control(self._conns[fd], mask, now)
                     elif fd in self._control_peers:
                         self._on_controls_request(fd)
-                freed |= self.pump(now)
+                    elif mask & (select.POLLHUP | select.POLLERR):
+                        for relay in self.relays.values():
+                            if relay.fileno() == fd:
+                                relay.alive = False
+                if not self.muted:
+                    freed |= self.pump(now)
                 freed |= self._reap_relays()
                 for sub in self.bus.to_cut():
                     self.bus.counters["cut_off"] += 1
@@ -244,6 +261,17 @@ class Server:
         with self.lock:
             for sub in list(self.bus.subscribers.values()):
                 self._drop(sub, "detached at shutdown", bye=self._bye_reason)
+
+    def _mute_acks(self, mute: bool) -> None:
+        """Poll the ack fds (relay links, socket-channel connections) for
+        data, or (`mute`) for hang-ups only."""
+        self.muted = mute
+        mask = 0 if mute else POLL_IN
+        for relay in self.relays.values():
+            self._poller.modify(relay.fileno(), mask)
+        for sub in self.bus.subscribers.values():
+            if sub.channel == SOCKET and sub.id in self._sockets:
+                self._poller.modify(self._sockets[sub.id], mask)
 
     def _poll_timeout(self) -> int:
         # Leases granted on the hot path do not wake this thread (that would

@@ -29,7 +29,7 @@ from ._bus import Bus
 from ._control import ControlServer
 from ._endpoint import PrivateDir
 from ._ratelimit import RateLimitedLog
-from ._server import Server
+from ._server import HOT_WINDOW, Server
 from .buffers import Buffer, BufferPool
 from .controls import Controls
 from .errors import BusClosed, FramebusError, Timeout
@@ -149,7 +149,9 @@ class Producer:
             with self._lock:
                 self._check_open()
                 assert server is not None and board is not None and self._pool is not None
-                server.pump(time.monotonic())
+                now = time.monotonic()
+                server.hot_until = now + HOT_WINDOW
+                server.pump(now)
                 index = bus.start_writing()
                 if index is not None:
                     # The board says "being rewritten" before the caller changes
@@ -170,6 +172,8 @@ class Producer:
                 with self._lock:
                     server.acquire_waiters -= 1
                     server.acquire_woken()
+                    if server.muted and not server.acquire_waiters:
+                        server.notify()  # the acks are the server thread's again
 
     def publish(self, buffer: Buffer, timestamp_ns: int | None = None,
                 bytesused: int | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import signal
 import threading
 from collections.abc import Mapping
@@ -41,6 +42,17 @@ def open_source(spec: str, fmt: FrameFormat, fps: float, args: argparse.Namespac
     raise FramebusError(f"unknown source {spec!r}: use 'synthetic' or 'v4l2:/dev/videoN'")
 
 
+def _raise_fd_limit(needed: int = 1024) -> None:
+    """Take the whole hard RLIMIT_NOFILE: every consumer costs the daemon a
+    control connection, and a connection flood must meet a refusal, never EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < needed:
+        log.warning("RLIMIT_NOFILE is %d: raise it (LimitNOFILE= in systemd) to serve many "
+                    "consumers", hard)
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve frames from the chosen source until a signal arrives.
 
@@ -50,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.socket is None:
         args.socket = paths.default_socket()
         paths.make_runtime_dir()
+    _raise_fd_limit()
     defaults = config.Settings(tuple(args.allow_uid), tuple(args.allow_gid),
                                args.lease_timeout, args.max_consumers)
     settings = config.load(args.config, defaults)
