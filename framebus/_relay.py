@@ -37,7 +37,6 @@ dropped and counted. Work per wake-up is bounded.
 from __future__ import annotations
 
 import errno
-import os
 import resource
 import socket
 import struct

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import select
 import socket
 import subprocess
@@ -162,3 +163,47 @@ def _acks(data: bytes) -> list[Ack]:
         acks.append(Ack(token, data[at:at + size]))
         at += size
     return acks
+
+
+class RelayPool(dict[int, RelayLink]):
+    """The producer's relays by consumer uid, each at an endpoint that stays
+    the same for the producer's life (HELLO names it before the relay runs).
+
+    Args:
+        directory: the producer's private directory for endpoints.
+        mode, group: the control socket's, for endpoints a non-root producer
+            cannot give to the consumer's uid.
+    """
+
+    def __init__(self, directory: str, mode: int, group: int | None) -> None:
+        super().__init__()
+        self._directory = directory
+        self._mode = mode
+        self._group = group
+        self._endpoints: dict[int, str] = {}
+
+    def endpoint_for(self, uid: int) -> str:
+        endpoint = self._endpoints.get(uid)
+        if endpoint is None:
+            name = f"bus-{uid}-{secrets.token_hex(6)}"
+            endpoint = self._endpoints[uid] = "ipc://" + os.path.join(self._directory, name)
+        return endpoint
+
+    def start(self, uid: int) -> RelayLink:
+        """A new relay for `uid` (not yet in the pool: the caller adds it)."""
+        owner = uid if os.geteuid() == 0 else None
+        return RelayLink(self.endpoint_for(uid), uid, owner=owner, mode=self._mode,
+                         group=self._group)
+
+    def counters(self) -> dict[str, int]:
+        """Every relay's counters, added up."""
+        totals: dict[str, int] = {}
+        for relay in self.values():
+            for key, value in relay.counters.items():
+                totals[key] = totals.get(key, 0) + int(value)
+        return totals
+
+    def close(self) -> None:
+        for relay in self.values():
+            relay.close()
+        self.clear()

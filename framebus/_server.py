@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import select
 import socket
 import threading
@@ -30,8 +29,9 @@ from ._control import POLL_IN, Attach, ControlServer, send_quietly
 from ._endpoint import PrivateDir
 from ._protocol import SOCKET, ZMQ
 from ._ratelimit import RateLimitedLog
-from ._relays import RelayLink
-from .controls import Controls, wire_controls
+from ._relays import RelayLink, RelayPool
+from ._controls_service import ControlRequests
+from .controls import Controls
 from .errors import FramebusError, ProtocolError
 
 log = logging.getLogger("framebus.producer")
@@ -56,26 +56,21 @@ class Server:
                  rate_log: RateLimitedLog, controls: Controls | None = None,
                  request_timeout: float = 5.0) -> None:
         self.bus = bus
-        self.controls = controls
-        self._request_timeout = request_timeout
-        self._control_peers: dict[int, tuple[socket.socket, float]] = {}  # fd -> (conn, deadline)
+        self._poller = select.poll()
+        self._requests = ControlRequests(controls, control, self._poller, lock,
+                                         request_timeout)
         self.lock = lock
         self.control = control
         self.lease_timeout = lease_timeout
-        self.relays: dict[int, RelayLink] = {}  # by consumer uid
+        self.relays = RelayPool(private_dir.path, mode, group)
         self.acquire_waiters = 0
         self.muted = False  # acks are left to a waiting acquire()
         self.hot_until = 0.0  # ... or to one that ran just now
         self.closed = False
-        self._dir = private_dir
         self._describe = describe
-        self._mode = mode
-        self._group = group
         self._rate_log = rate_log
         self._conns: dict[int, Subscriber] = {}  # by control fd
         self._sockets: dict[int, socket.socket] = {}  # by subscriber id
-        self._endpoints: dict[int, str] = {}  # by uid, fixed for the producer's life
-        self._poller = select.poll()
         self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._acquire_wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._poller.register(control.fileno(), select.POLLIN)
@@ -88,11 +83,7 @@ class Server:
 
     def endpoint_for(self, uid: int) -> str:
         """Where consumers of `uid` find their relay (stable for this producer)."""
-        endpoint = self._endpoints.get(uid)
-        if endpoint is None:
-            name = f"bus-{uid}-{secrets.token_hex(6)}"
-            endpoint = self._endpoints[uid] = "ipc://" + os.path.join(self._dir.path, name)
-        return endpoint
+        return self.relays.endpoint_for(uid)
 
     # ------------------------------------------- the hot path (lock held)
     def send_frame(self, subs: list[Subscriber], payload: bytes) -> list[Subscriber]:
@@ -237,8 +228,8 @@ class Server:
                             self._on_attach(attach, now)
                     elif fd in self._conns:
                         freed |= self._on_control(self._conns[fd], mask, now)
-                    elif fd in self._control_peers:
-                        self._on_controls_request(fd)
+                    elif self._requests.owns(fd):
+                        self._requests.on_request(fd)
                     elif mask & (select.POLLHUP | select.POLLERR):
                         for relay in self.relays.values():
                             if relay.fileno() == fd:
@@ -251,7 +242,7 @@ class Server:
                     self._drop(sub, sub.cut_off, bye=f"disconnected: {sub.cut_off}")
                     freed = True
                 self.control.expire(self._poller, now)
-                self._expire_control_peers(now)
+                self._requests.expire(now)
                 freed |= self.bus.revoke_expired(now) > 0
                 if freed and self.acquire_waiters:
                     try:
@@ -290,7 +281,7 @@ class Server:
             a.conn.close()
             return
         if a.role == "controls":
-            self._serve_controls(a.conn, None)
+            self._requests.serve(a.conn, None)
             return
         if a.role != "consumer":
             self.control.refuse(a.conn, "protocol", f"unknown role {a.role!r}")
@@ -322,64 +313,13 @@ class Server:
         log.info("consumer %r attached (pid %d, uid %d, %s, holds up to %d)",
                  sub.name, sub.peer.pid, sub.peer.uid, a.policy, sub.quota)
 
-    def _serve_controls(self, conn: socket.socket, values: dict[str, int | str] | None) -> None:
-        """List the source's controls (and set `values` first); a peer that
-        only listed may send one SET_CONTROLS before its deadline."""
-        if self.controls is None:
-            self.control.refuse(conn, "controls", "this producer's source has no controls")
-            return
-        # A USB camera takes milliseconds per control: publishing goes on meanwhile.
-        self.lock.release()
-        try:
-            applied = self.controls.set(values) if values else {}
-            listing = wire_controls(self.controls.describe())
-        except (ValueError, FramebusError, OSError) as exc:
-            problem: str | None = str(exc)
-        else:
-            problem = None
-        finally:
-            self.lock.acquire()
-        if problem is not None:
-            self.control.refuse(conn, "controls", problem[:1000])
-            return
-        send_quietly(conn, protocol.CONTROLS.encode(listing, applied))
-        if values is not None or self.closed:
-            conn.close()
-            return
-        self._control_peers[conn.fileno()] = (conn, time.monotonic() + self._request_timeout)
-        self._poller.register(conn, POLL_IN)
-
-    def _on_controls_request(self, fd: int) -> None:
-        conn, _ = self._control_peers.pop(fd)
-        self._poller.unregister(conn)
-        try:
-            data = conn.recv(protocol.MAX_CONTROL_MESSAGE)
-            values = protocol.expect(data, protocol.SET_CONTROLS, protocol.CONTROL,
-                                     protocol.MAX_CONTROL_MESSAGE)[0] if data else None
-        except (OSError, ProtocolError) as exc:
-            self.control.refuse(conn, "protocol", f"bad SET_CONTROLS: {exc}")
-            return
-        if values is None:  # the peer only wanted the list
-            conn.close()
-            return
-        self._serve_controls(conn, values)
-
-    def _expire_control_peers(self, now: float) -> None:
-        for fd, (conn, deadline) in list(self._control_peers.items()):
-            if deadline <= now:
-                del self._control_peers[fd]
-                self._poller.unregister(conn)
-                conn.close()
-
     def _relay_for(self, uid: int) -> RelayLink:
         relay = self.relays.get(uid)
         if relay is None:
             # A relay takes ~0.1 s to start: publishing goes on meanwhile.
-            owner = uid if os.geteuid() == 0 else None
             self.lock.release()
             try:
-                relay = RelayLink(self.endpoint_for(uid), uid, owner=owner, mode=self._mode,
-                                  group=self._group)
+                relay = self.relays.start(uid)
             finally:
                 self.lock.acquire()
             self.relays[uid] = relay
@@ -465,11 +405,7 @@ class Server:
                 conn.shutdown(socket.SHUT_RDWR)
 
     def relay_counters(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for relay in self.relays.values():
-            for key, value in relay.counters.items():
-                totals[key] = totals.get(key, 0) + int(value)
-        return totals
+        return self.relays.counters()
 
     # --------------------------------------------------------- shutdown
     def stop(self, reason: str) -> None:
@@ -487,12 +423,8 @@ class Server:
             with self.lock:
                 for sub in list(self.bus.subscribers.values()):
                     self._drop(sub, "detached at shutdown", bye=reason)
-        for relay in self.relays.values():
-            relay.close()
-        self.relays.clear()
-        for conn, _ in self._control_peers.values():
-            conn.close()
-        self._control_peers.clear()
+        self.relays.close()
+        self._requests.close()
         for fd in (*self._wake, *self._acquire_wake):
             os.close(fd)
 

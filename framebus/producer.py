@@ -32,7 +32,7 @@ from ._ratelimit import RateLimitedLog
 from ._server import HOT_WINDOW, Server
 from .buffers import Buffer, BufferPool
 from .controls import Controls
-from .errors import BusClosed, FramebusError, Timeout
+from .errors import BusClosed, Timeout
 from .formats import FrameFormat
 from .linux.fdpass import Credentials
 
