@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import pwd
+import sys
+import time
 from typing import Any
 
 from . import _handshake as handshake, _protocol as protocol, paths
@@ -58,6 +60,10 @@ def format_status(report: dict[str, Any]) -> str:
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", help=paths.socket_help())
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--watch", type=float, nargs="?", const=1.0, metavar="SECONDS",
+                        help="report again every SECONDS (default 1) until Ctrl-C: redrawn "
+                             "in place on a terminal, one report (or JSON line) after another "
+                             "otherwise")
     add_producer_uid_argument(parser)
 
 
@@ -80,10 +86,18 @@ def _uid(value: str) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     """`framebus status`."""
-    report = query_status(args.socket or paths.default_socket(),
-                          producer_uid=args.producer_uid)
-    print(json.dumps(report) if args.json else format_status(report))
-    return 0
+    path = args.socket or paths.default_socket()
+    if args.watch is not None and args.watch <= 0:
+        raise ValueError("--watch needs a positive number of seconds")
+    redraw = args.watch is not None and not args.json and sys.stdout.isatty()
+    while True:
+        report = query_status(path, producer_uid=args.producer_uid)
+        text = json.dumps(report) if args.json else format_status(report)
+        # On a terminal, clear and redraw (ANSI); in a pipe, one report after another.
+        print("\x1b[H\x1b[J" + text if redraw else text, flush=True)
+        if args.watch is None:
+            return 0
+        time.sleep(args.watch)
 
 
 COMMAND = Command("status", "show the producer's consumers, leases, rates and drops", run_status,

@@ -170,3 +170,13 @@ def test_demo_runs_and_prints_a_summary(workdir):
     assert names == ["monitor", "motion", "snapshot"]
     assert all(c["frames"] > 0 for c in summary["consumers"])
     assert summary["consumers"][0]["bad"] == 0
+
+
+def test_status_watch_reports_again_until_stopped(sock, procs):
+    procs.producer(sock, fps=50)
+    watcher = procs.start("-m", "framebus", "status", "--socket", sock, "--watch", "0.2", "--json")
+    reports = [read_json(watcher, timeout=10) for _ in range(3)]
+    assert [r["pid"] for r in reports] == [reports[0]["pid"]] * 3
+    assert reports[2]["published"] > reports[0]["published"]
+    watcher.send_signal(signal.SIGINT)
+    assert watcher.wait(timeout=10) == 130
