@@ -92,13 +92,17 @@ def synthetic_producer(width: int = 320, height: int = 240, pixel_format: str = 
     workdir = tempfile.mkdtemp(prefix="test-", dir=_private_parent())
     try:
         path = os.path.join(workdir, "cam.sock")
-        log_path = os.path.join(workdir, "producer.log")
+        log_path = os.path.join(workdir, "child.log")
         spec = {"socket": path, "width": width, "height": height, "format": pixel_format,
                 "bytesperline": bytesperline, "fps": fps, "buffers": buffers,
                 "frames": _frames_spec(fmt, frames, workdir)}
+        env = dict(os.environ)
+        root = spec["frames"].get("import_root")  # type: ignore[union-attr]
+        if root:  # the child imports the user's frame function from where we found it
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         with open(log_path, "w") as log:
             child = subprocess.Popen([sys.executable, "-m", "framebus.testing", json.dumps(spec)],
-                                     stdout=subprocess.PIPE, stderr=log, cwd=workdir)
+                                     stdout=subprocess.PIPE, stderr=log, cwd=workdir, env=env)
         try:
             _wait_ready(child, startup_timeout, log_path)
             yield path
@@ -145,8 +149,7 @@ def _frames_spec(fmt: FrameFormat, frames: FrameSource, workdir: str) -> dict[st
     if isinstance(frames, str) or callable(frames):
         name = frames if isinstance(frames, str) else _callable_name(frames)
         _import_callable(name)
-        return {"kind": "callable", "name": name,
-                "sys_path": [os.path.abspath(p or os.curdir) for p in sys.path]}
+        return {"kind": "callable", "name": name, "import_root": _import_root(name)}
     if isinstance(frames, np.ndarray):
         raise _BadFrames("frames is a list of images (or a function); wrap one image as [image]")
     images = list(frames)
@@ -169,6 +172,18 @@ def _callable_name(function: Callable[[int], Image]) -> str:
             f"the function by name; use a module-level function of an importable module "
             f"or pass 'module:function'")
     return f"{module}:{qualname}"
+
+
+def _import_root(name: str) -> str | None:
+    """The directory a child must search to import `name`'s module as we did."""
+    module_name = name.partition(":")[0]
+    file = getattr(importlib.import_module(module_name), "__file__", None)
+    if file is None:
+        return None
+    root = os.path.dirname(os.path.abspath(file))
+    for _ in range(module_name.count(".") + (os.path.basename(file) == "__init__.py")):
+        root = os.path.dirname(root)
+    return root
 
 
 def _import_callable(name: str) -> Callable[[int], Image]:
@@ -226,7 +241,6 @@ def _frame_writer(fmt: FrameFormat, frames: dict[str, Any]) -> Callable[[FrameVi
         with np.load(frames["path"]) as archive:
             images = [archive[f"arr_{n}"] for n in range(len(archive.files))]
         return lambda views, seq: _write_image(fmt, views, images[(seq - 1) % len(images)])
-    sys.path[:0] = [p for p in frames["sys_path"] if p not in sys.path]
     function = _import_callable(frames["name"])
     return lambda views, seq: _write_image(fmt, views, function(seq),
                                           what=f"{frames['name']}({seq})")
