@@ -1,7 +1,7 @@
 """Soak: a producer runs for a set time while consumers join, leave, get
 SIGKILLed and SIGSTOPped at random, and hostile clients send garbage.
 
-    python -m benchmarks.soak --minutes 30 --out benchmarks/results/soak.json
+    python -m framebus_bench.soak --minutes 30 --out benchmarks/results/soak.json
 
 At the end it reports frames produced, frames each consumer got, leases
 reclaimed and revoked, errors, frames with wrong pixels (there must be none),

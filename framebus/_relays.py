@@ -147,7 +147,7 @@ class RelayLink:
         process = getattr(self, "process", None)
         if process is not None and process.returncode is None:
             try:
-                process.wait(timeout=2)
+                process.wait(timeout=1)  # it exits as soon as it reads the EOF
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

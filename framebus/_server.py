@@ -369,11 +369,17 @@ class Server:
                  sub.name, sub.peer.pid, why, reclaimed)
 
     def _forget(self, sub: Subscriber) -> int:
-        if sub.channel == ZMQ:
-            relay = self.relays.get(sub.peer.uid)
-            if relay is not None:
-                relay.forget(sub.token)
-        return self.bus.remove(sub)
+        reclaimed = self.bus.remove(sub)
+        relay = self.relays.get(sub.peer.uid) if sub.channel == ZMQ else None
+        if relay is not None:
+            relay.forget(sub.token)
+            if relay.alive and not any(s.channel == ZMQ and s.peer.uid == sub.peer.uid
+                                       for s in self.bus.subscribers.values()):
+                # Its last consumer left: no process is kept for nobody.
+                del self.relays[sub.peer.uid]
+                self._poller.unregister(relay.fileno())
+                relay.close()
+        return reclaimed
 
     def _reap_relays(self) -> bool:
         """Replace nothing, drop the consumers of any relay that died; True
