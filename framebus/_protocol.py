@@ -94,7 +94,8 @@ class Message:
 
     def encode(self, *values: Any) -> bytes:
         """The message with these field values, in declaration order."""
-        return msgpack.packb([self.code, *values])
+        packed: bytes = msgpack.packb([self.code, *values])
+        return packed
 
     def decode_fields(self, items: list[Any]) -> tuple[Any, ...]:
         """Check a decoded array (``[code, ...]``) against this declaration."""
@@ -203,7 +204,7 @@ class Announcement(NamedTuple):
     """A FRAME message's fields."""
 
     seq: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index(); the buffer's index reads better
     timestamp_ns: int
     bytesused: int
 

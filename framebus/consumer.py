@@ -311,7 +311,12 @@ async def _readable(loop: asyncio.AbstractEventLoop, fd: int, deadline: float | 
                     timeout: float | None) -> None:
     """Wait until `fd` is readable, or raise `Timeout` at `deadline`."""
     ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
     try:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         await asyncio.wait_for(ready, remaining)

@@ -40,7 +40,6 @@ from .formats import FrameFormat
 from .frame import Frame
 
 if TYPE_CHECKING:
-    from av.codec.context import CodecContext
     from av.container import OutputContainer
     from av.packet import Packet
     from av.stream import Stream
@@ -386,11 +385,11 @@ def _converter(av: ModuleType, fmt: FrameFormat) -> Converter:
     if kind in ("YUYV", "UYVY"):
         return _packed_422(frames, w, h, luma=0 if kind == "YUYV" else 1)
     if kind == "MJPG":
-        decoder: CodecContext = av.CodecContext.create("mjpeg", "r")
+        decoder: VideoCodecContext = av.CodecContext.create("mjpeg", "r")
 
         def jpeg(frame: Frame) -> list[VideoFrame]:
             try:
-                return list(decoder.decode(av.Packet(frame.array.tobytes())))  # type: ignore[attr-defined]
+                return list(decoder.decode(av.Packet(frame.array.tobytes())))
             except av.FFmpegError:
                 return []  # a corrupt JPEG: the frame is skipped (a gap)
         return jpeg
