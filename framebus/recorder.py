@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+from numpy.typing import NDArray
 
 from .errors import FramebusError
 from .formats import FrameFormat
@@ -396,7 +397,7 @@ def _converter(av: ModuleType, fmt: FrameFormat) -> Converter:
     raise FramebusError(f"cannot record {kind} frames")
 
 
-def _shared_yuv420(planes: tuple[np.ndarray, ...], fmt: FrameFormat) -> np.ndarray | None:
+def _shared_yuv420(planes: tuple[NDArray[np.uint8], ...], fmt: FrameFormat) -> NDArray[np.uint8] | None:
     """A (h*3/2, w) view over the whole frame, as PyAV's nv12/yuv420p take it,
     if the planes sit where that layout says (V4L2 single-planar); else None."""
     y = planes[0]
