@@ -36,6 +36,7 @@ bus = framebus.Producer("/tmp/cam.sock", 12)
 odd = framebus.FrameFormat(640, 480, "NV13")
 with framebus.Consumer("/tmp/cam.sock") as cam:
     name: str = cam.get(timeout=1.0).array
+framebus.Consumer("/tmp/cam.sock", policy="newest")
 '''
 
 
@@ -82,7 +83,8 @@ def test_misuse_fails(user_project: tuple[Path, Path, Path]) -> None:
     status, out = mypy(["misuse.py"], project, cache, pythonpath=site)
     errors = re.findall(r"^misuse\.py:(\d+): error: .*\[([a-z-]+)\]$", out, re.M)
     assert status == 1, out
-    assert errors == [("3", "arg-type"), ("4", "arg-type"), ("6", "assignment")], out
+    assert errors == [("3", "arg-type"), ("4", "arg-type"), ("6", "assignment"),
+                      ("7", "arg-type")], out
     assert '"int"; expected "FrameFormat"' in out, out
 
 

@@ -78,7 +78,7 @@ def consume(path: str, count: int) -> list[float]:
 async def consume_async(path: str, count: int) -> list[int]:
     """asyncio: aget() and async for, never blocking the loop."""
     seqs: list[int] = []
-    with framebus.Consumer(path, name="async-detector") as cam:
+    with framebus.Consumer(path, name="async-detector", policy="queue", channel="socket") as cam:
         fd: int = cam.fileno()
         assert fd >= 0
         with await cam.aget(timeout=5.0) as frame:
