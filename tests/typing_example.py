@@ -81,8 +81,9 @@ async def consume_async(path: str, count: int) -> list[int]:
     with framebus.Consumer(path, name="async-detector", policy="queue", channel="socket") as cam:
         fd: int = cam.fileno()
         assert fd >= 0
-        with await cam.aget(timeout=5.0) as frame:
-            seqs.append(frame.seq)
+        first = await cam.aget(timeout=5.0)  # never blocks the event loop
+        seqs.append(first.seq)
+        first.release()
         async for frame in cam:
             assert_type(frame, framebus.Frame)
             seqs.append(frame.seq)
