@@ -93,12 +93,13 @@ def synthetic_producer(width: int = 320, height: int = 240, pixel_format: PixelF
     try:
         path = os.path.join(workdir, "cam.sock")
         log_path = os.path.join(workdir, "child.log")
+        frames_spec = _frames_spec(fmt, frames, workdir)
         spec = {"socket": path, "width": width, "height": height, "format": pixel_format,
                 "bytesperline": bytesperline, "fps": fps, "buffers": buffers,
-                "frames": _frames_spec(fmt, frames, workdir)}
+                "frames": frames_spec}
         env = dict(os.environ)
-        root = spec["frames"].get("import_root")  # type: ignore[union-attr]
-        if root:  # the child imports the user's frame function from where we found it
+        root = frames_spec.get("import_root")
+        if isinstance(root, str) and root:  # the child imports the user's frame function from where we found it
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         with open(log_path, "w") as log:
             child = subprocess.Popen([sys.executable, "-m", "framebus.testing", json.dumps(spec)],
@@ -177,7 +178,7 @@ def _callable_name(function: Callable[[int], Image]) -> str:
 def _import_root(name: str) -> str | None:
     """The directory a child must search to import `name`'s module as we did."""
     module_name = name.partition(":")[0]
-    file = getattr(importlib.import_module(module_name), "__file__", None)
+    file: str | None = getattr(importlib.import_module(module_name), "__file__", None)
     if file is None:
         return None
     root = os.path.dirname(os.path.abspath(file))
