@@ -20,6 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# mypy --strict on the library and the apps (files and overrides: pyproject's
+# [tool.mypy]); tests/test_typing.py also checks a user's script against it.
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy --strict
+
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e './benchmarks[plots,iceoryx2]' || true
 	$(BIN)/framebus bench

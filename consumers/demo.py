@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from framebus import FramebusError
 from framebus.report import query_status

@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from framebus import FrameFormat, FramebusError
 from framebus._zenoh import import_simplejpeg
 
-Planes = tuple[np.ndarray, ...]
+Planes = tuple[NDArray[np.uint8], ...]
 
 
 class JpegEncoder:
@@ -54,7 +55,7 @@ class JpegEncoder:
         """
         return self._encode(planes)
 
-    def _yuv(self, y: np.ndarray, u: np.ndarray | None, v: np.ndarray | None) -> bytes:
+    def _yuv(self, y: NDArray[np.uint8], u: NDArray[np.uint8] | None, v: NDArray[np.uint8] | None) -> bytes:
         return bytes(self._jpeg.encode_jpeg_yuv_planes(y, u, v, self.quality))
 
     def _nv12(self, planes: Planes) -> bytes:
@@ -62,7 +63,7 @@ class JpegEncoder:
         np.copyto(self._v, planes[1][:, :, 1])
         return self._yuv(planes[0], self._u, self._v)
 
-    def _packed(self, image: np.ndarray, luma: int) -> bytes:
+    def _packed(self, image: NDArray[np.uint8], luma: int) -> bytes:
         """YUYV (luma 0) or UYVY (luma 1): 4:2:2 planes from the packed samples."""
         chroma = 1 - luma
         np.copyto(self._y, image[:, :, luma])
@@ -70,5 +71,5 @@ class JpegEncoder:
         np.copyto(self._v, image[:, 1::2, chroma])
         return self._yuv(self._y, self._u, self._v)
 
-    def _rgb(self, image: np.ndarray, order: str) -> bytes:
+    def _rgb(self, image: NDArray[np.uint8], order: str) -> bytes:
         return bytes(self._jpeg.encode_jpeg(image, self.quality, order, "420"))

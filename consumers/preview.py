@@ -47,7 +47,7 @@ def jpeg_encoder(fmt: FrameFormat, quality: int = 80) -> Callable[[Frame], bytes
     view: YUV formats go to libjpeg as planes (NV12's and YUYV's chroma
     de-interleaved first), RGB3/BGR3/GREY as they are, MJPG passes through."""
     try:
-        import simplejpeg  # type: ignore[import-untyped]
+        import simplejpeg
     except ImportError:
         raise FramebusError(f"the preview needs simplejpeg: {INSTALL_HINT}") from None
     kind, h, w = fmt.pixel_format, fmt.height, fmt.width

@@ -16,7 +16,7 @@ import time
 from types import FrameType
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from framebus import Consumer, FramebusError, NoProducer, ProducerGone, ProducerRefusedConnection
 from framebus import Timeout, paths

@@ -13,6 +13,7 @@ import sys
 import time
 
 import numpy as np
+from numpy.typing import NDArray
 
 from framebus import Frame
 
@@ -49,7 +50,7 @@ class SnapshotWriter:
         return path
 
 
-def _encode(frame: Frame) -> tuple[bytes, np.ndarray, str]:
+def _encode(frame: Frame) -> tuple[bytes, NDArray[np.uint8], str]:
     view = frame.planes[0]
     if view.ndim == 3 and view.shape[2] == 3:
         height, width = view.shape[:2]

@@ -10,7 +10,7 @@ from .buffers import Buffer, BufferPool, BufferTable, Plane
 from .consumer import Consumer
 from .errors import (BusClosed, FramebusError, NoProducer, PermissionDenied, ProducerGone,
                      ProducerRefusedConnection, ProtocolError, Refused, Timeout)
-from .formats import PIXEL_FORMATS, FrameFormat
+from .formats import PIXEL_FORMATS, FrameFormat, PixelFormat
 from .frame import Frame
 from .producer import Producer
 from .recorder import Recorder
@@ -18,7 +18,7 @@ from .remote import RemoteConsumer, RemoteFrame
 
 __all__ = [
     "Buffer", "BufferPool", "BusClosed", "BufferTable", "Consumer", "Frame", "FrameFormat", "FramebusError",
-    "NoProducer", "PIXEL_FORMATS", "PermissionDenied", "Plane", "Producer", "ProducerGone",
+    "NoProducer", "PIXEL_FORMATS", "PermissionDenied", "PixelFormat", "Plane", "Producer", "ProducerGone",
     "ProducerRefusedConnection", "ProtocolError", "Recorder", "Refused", "RemoteConsumer",
     "RemoteFrame", "Timeout",
 ]

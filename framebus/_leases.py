@@ -18,7 +18,7 @@ from typing import NamedTuple
 class Lease(NamedTuple):
     holder: int
     seq: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index(); the buffer's index reads better
     deadline: float
 
 

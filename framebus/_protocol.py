@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Final, Literal, NamedTuple
 
 import msgpack
 
@@ -32,12 +32,14 @@ MAX_RELEASE_BATCH = 64
 U64 = (1 << 64) - 1
 
 # Words the two sides agree on (ATTACH's policy and channel fields).
-LATEST = "latest"  # policy: the newest frame whenever the consumer asks
-QUEUE = "queue"  # policy: every frame in order, up to a depth
-POLICIES = (LATEST, QUEUE)
-ZMQ = "zmq"  # channel: FRAME/CREDIT/RELEASE over zmq (the default)
-SOCKET = "socket"  # channel: ... over the consumer's control socket
-CHANNELS = (ZMQ, SOCKET)
+Policy = Literal["latest", "queue"]
+Channel = Literal["zmq", "socket"]
+LATEST: Final = "latest"  # policy: the newest frame whenever the consumer asks
+QUEUE: Final = "queue"  # policy: every frame in order, up to a depth
+POLICIES: tuple[Policy, ...] = (LATEST, QUEUE)
+ZMQ: Final = "zmq"  # channel: FRAME/CREDIT/RELEASE over zmq (the default)
+SOCKET: Final = "socket"  # channel: ... over the consumer's control socket
+CHANNELS: tuple[Channel, ...] = (ZMQ, SOCKET)
 
 
 def _uint(limit: int = U64) -> Callable[[Any], bool]:
@@ -94,7 +96,8 @@ class Message:
 
     def encode(self, *values: Any) -> bytes:
         """The message with these field values, in declaration order."""
-        return msgpack.packb([self.code, *values])
+        packed: bytes = msgpack.packb([self.code, *values])
+        return packed
 
     def decode_fields(self, items: list[Any]) -> tuple[Any, ...]:
         """Check a decoded array (``[code, ...]``) against this declaration."""
@@ -203,7 +206,7 @@ class Announcement(NamedTuple):
     """A FRAME message's fields."""
 
     seq: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index(); the buffer's index reads better
     timestamp_ns: int
     bytesused: int
 

@@ -42,6 +42,7 @@ import socket
 import struct
 import sys
 import time
+from typing import cast
 
 import msgpack
 import zmq
@@ -123,7 +124,7 @@ class Relay:
         router = self.router
         more = True
         for _ in range(BATCH):
-            if not router.getsockopt(_EVENTS) & _POLLIN:
+            if not cast(int, router.getsockopt(_EVENTS)) & _POLLIN:
                 more = False
                 break
             token = router.recv(_NOBLOCK)

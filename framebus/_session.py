@@ -22,7 +22,7 @@ import os
 import select
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import zmq
 
@@ -78,7 +78,7 @@ class Session:
                 self._dealer.setsockopt(zmq.LINGER, 0)
                 self._dealer.setsockopt(zmq.ROUTING_ID, token)
                 self._dealer.connect(endpoint)
-                self._epoll.register(self._dealer.getsockopt(zmq.FD), select.EPOLLIN)
+                self._epoll.register(self._dealer.fileno(), select.EPOLLIN)  # zmq.FD
             self._ctrl.setblocking(False)
             if channel == ZMQ and policy == QUEUE:
                 self.send(protocol.CREDIT.encode(0))  # "connected": frames may flow
@@ -183,7 +183,7 @@ class Session:
             with self._lock:
                 if self.closed:
                     raise ProducerGone("the session is closed")
-                payload = dealer.recv(_NOBLOCK) if dealer.getsockopt(_EVENTS) & _POLLIN else None
+                payload = dealer.recv(_NOBLOCK) if cast(int, dealer.getsockopt(_EVENTS)) & _POLLIN else None
             if payload is not None:
                 return protocol.decode_frame(payload)
         return self._read_control()

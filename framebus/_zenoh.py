@@ -20,7 +20,7 @@ import uuid
 from types import ModuleType
 from typing import Any, Iterable, NamedTuple
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from .errors import FramebusError, ProtocolError
 from .formats import FrameFormat
@@ -46,7 +46,7 @@ def import_zenoh() -> ModuleType:
 def import_simplejpeg() -> ModuleType:
     """The `simplejpeg` module (JPEG streams), or a clear error naming the extra."""
     try:
-        import simplejpeg  # type: ignore[import-untyped]
+        import simplejpeg
     except ImportError as exc:
         raise FramebusError(
             f"simplejpeg is not installed ({exc}); install it with: pip install 'framebus[remote]'"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import FramebusError
 from .formats import FrameFormat, FrameViews
@@ -158,18 +159,18 @@ class Buffer:
         self.format = fmt
 
     @property
-    def array(self) -> np.ndarray:
+    def array(self) -> NDArray[np.uint8]:
         """The frame as a numpy array (shape per DESIGN.md's format table)."""
         return self.views.array
 
     @property
-    def planes(self) -> tuple[np.ndarray, ...]:
+    def planes(self) -> tuple[NDArray[np.uint8], ...]:
         """Each plane's writable view (Y, UV for NV12; Y, U, V for YU12; one
         for packed formats), with `bytesperline` strides honoured."""
         return self.views.planes
 
     @property
-    def raw(self) -> np.ndarray:
+    def raw(self) -> NDArray[np.uint8]:
         """Every byte of the buffer as a flat uint8 array."""
         return self.views.raw
 

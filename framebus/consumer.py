@@ -15,7 +15,7 @@ import time
 from typing import AsyncIterator, Iterator, Mapping
 
 from . import _protocol as protocol
-from ._protocol import CHANNELS, LATEST, POLICIES, ZMQ, Announcement
+from ._protocol import CHANNELS, LATEST, POLICIES, ZMQ, Announcement, Channel, Policy
 from ._session import Session
 from .errors import (BusClosed, FramebusError, NoProducer, ProducerGone,
                      ProducerRefusedConnection, ProtocolError, Timeout)
@@ -52,9 +52,9 @@ class Consumer:
     errors (`NoProducer`, `PermissionDenied`, `Timeout`, ...).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, name: str = "", policy: str = LATEST,
+    def __init__(self, path: str | os.PathLike[str], *, name: str = "", policy: Policy = LATEST,
                  max_held: int = 2, depth: int = 4, timeout: float = 5.0,
-                 reconnect: bool = False, channel: str = ZMQ, spin: float = 0.0,
+                 reconnect: bool = False, channel: Channel = ZMQ, spin: float = 0.0,
                  producer_uid: int | None = None) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r} (known: {', '.join(POLICIES)})")
@@ -311,7 +311,12 @@ async def _readable(loop: asyncio.AbstractEventLoop, fd: int, deadline: float | 
                     timeout: float | None) -> None:
     """Wait until `fd` is readable, or raise `Timeout` at `deadline`."""
     ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
     try:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         await asyncio.wait_for(ready, remaining)

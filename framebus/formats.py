@@ -8,11 +8,13 @@ them out, and builds the numpy views consumers see. Rows padded by
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+from numpy.typing import NDArray
 
 from .errors import InvalidFormat, ProtocolError
 
@@ -34,7 +36,10 @@ class _Spec(NamedTuple):
     compressed: bool = False
 
 
-_SPECS: dict[str, _Spec] = {
+#: The V4L2 FourCCs framebus knows, for type checkers (`PIXEL_FORMATS` at run time).
+PixelFormat = Literal["GREY", "YUYV", "UYVY", "RGB3", "BGR3", "NV12", "NV21", "YU12", "MJPG"]
+
+_SPECS: dict[PixelFormat, _Spec] = {
     "GREY": _Spec(1, ""),
     "YUYV": _Spec(2, ""),
     "UYVY": _Spec(2, ""),
@@ -46,7 +51,7 @@ _SPECS: dict[str, _Spec] = {
     "MJPG": _Spec(1, "", compressed=True),
 }
 
-PIXEL_FORMATS: tuple[str, ...] = tuple(_SPECS)
+PIXEL_FORMATS: tuple[PixelFormat, ...] = tuple(_SPECS)
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,14 @@ class FrameFormat:
     (as many drivers do) and shows up as the views' row stride. For MJPG,
     `sizeimage` is the buffer size and each frame's `bytesused` says how much
     of it holds the JPEG.
+
+    `pixel_format` is a `PixelFormat` for type checkers; any other string is
+    an `InvalidFormat` error at run time.
     """
 
     width: int
     height: int
-    pixel_format: str = "RGB3"
+    pixel_format: PixelFormat = "RGB3"
     bytesperline: int = 0
     sizeimage: int = 0
     planes: tuple[PlaneLayout, ...] = field(init=False, repr=False, compare=False)
@@ -116,13 +124,13 @@ class FrameFormat:
                 "bytesperline": self.bytesperline, "sizeimage": self.sizeimage}
 
     @classmethod
-    def from_wire(cls, fields: dict[str, object]) -> FrameFormat:
+    def from_wire(cls, fields: dict[str, Any]) -> FrameFormat:
         try:
-            return cls(**fields)  # type: ignore[arg-type]
+            return cls(**fields)  # every field is checked by __post_init__
         except (TypeError, InvalidFormat) as exc:
             raise ProtocolError(f"bad format description: {exc}") from None
 
-    def views(self, memory: memoryview | np.ndarray, offset: int = 0) -> FrameViews:
+    def views(self, memory: memoryview | mmap.mmap | NDArray[np.uint8], offset: int = 0) -> FrameViews:
         """The numpy views of a frame whose bytes start at `offset` of `memory`.
 
         Writable if `memory` is, read-only otherwise: no byte is copied.
@@ -131,25 +139,25 @@ class FrameFormat:
         planes = tuple(_plane_view(raw, p.offset, p) for p in self.planes)
         return FrameViews(raw, self._array(raw, planes), planes)
 
-    def plane_views(self, regions: list[np.ndarray]) -> FrameViews:
+    def plane_views(self, regions: list[NDArray[np.uint8]]) -> FrameViews:
         """The views of a frame whose planes live in separate regions (one
         per plane, as V4L2's multi-planar formats such as NV12M store them)."""
         planes = tuple(_plane_view(r, 0, p) for r, p in zip(regions, self.planes))
         return FrameViews(regions[0], self._array(regions[0], planes), planes)
 
-    def _array(self, raw: np.ndarray, planes: tuple[np.ndarray, ...]) -> np.ndarray:
+    def _array(self, raw: NDArray[np.uint8], planes: tuple[NDArray[np.uint8], ...]) -> NDArray[np.uint8]:
         return raw if self.compressed or self.planar else planes[0]
 
 
 class FrameViews(NamedTuple):
     """The numpy views of one buffer: the whole, the frame as users see it, its planes."""
 
-    raw: np.ndarray
-    array: np.ndarray
-    planes: tuple[np.ndarray, ...]
+    raw: NDArray[np.uint8]
+    array: NDArray[np.uint8]
+    planes: tuple[NDArray[np.uint8], ...]
 
 
-def _layout(fourcc: str, spec: _Spec, width: int, height: int, bpl: int) -> tuple[PlaneLayout, ...]:
+def _layout(fourcc: PixelFormat, spec: _Spec, width: int, height: int, bpl: int) -> tuple[PlaneLayout, ...]:
     if spec.planar == "":
         shape = (height, width) if spec.channels == 1 else (height, width, spec.channels)
         return (PlaneLayout(fourcc, 0, bpl * height, bpl, shape, spec.channels),)
@@ -164,7 +172,7 @@ def _layout(fourcc: str, spec: _Spec, width: int, height: int, bpl: int) -> tupl
     return (y, u, v)
 
 
-def _plane_view(raw: np.ndarray, offset: int, plane: PlaneLayout) -> np.ndarray:
+def _plane_view(raw: NDArray[np.uint8], offset: int, plane: PlaneLayout) -> NDArray[np.uint8]:
     base = raw[offset:offset + plane.length]
     if len(plane.shape) == 1:
         return base

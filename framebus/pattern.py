@@ -34,7 +34,7 @@ _ROW_STEP = 2
 _FRAME_STEP = 4
 
 
-def byte_rows(plane: np.ndarray) -> np.ndarray:
+def byte_rows(plane: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """A (rows, bytes-per-row) uint8 view of a plane view (no copy)."""
     rows = plane.shape[0]
     return plane.reshape(rows, -1) if plane.ndim > 1 else plane.reshape(1, -1)
@@ -50,7 +50,7 @@ class Pattern:
         rows = max(p.shape[0] for p in fmt.planes)
         self._ramp = (np.arange(256 + _ROW_STEP * rows + widest) % 256).astype(np.uint8)
 
-    def source_rows(self, seq: int, rows: int, width: int) -> np.ndarray:
+    def source_rows(self, seq: int, rows: int, width: int) -> NDArray[np.uint8]:
         """The pattern of one plane as a strided view of the ramp (no copy)."""
         start = self._ramp[(_FRAME_STEP * seq) % 256:]
         return as_strided(start, shape=(rows, width), strides=(_ROW_STEP, 1), writeable=False)
@@ -66,7 +66,7 @@ class Pattern:
         levels[0, :8] = seq_bytes[:min(8, cols)]
         return levels
 
-    def draw(self, planes: tuple[np.ndarray, ...], seq: int) -> int:
+    def draw(self, planes: tuple[NDArray[np.uint8], ...], seq: int) -> int:
         """Write frame `seq` into `planes` (the buffer's writable plane views);
         returns the bytes used (pass it to `Producer.publish(bytesused=...)`:
         an MJPG frame's size varies)."""
@@ -79,7 +79,7 @@ class Pattern:
         stamp(planes[0], seq)
         return self.format.sizeimage
 
-    def expected(self, seq: int) -> list[np.ndarray]:
+    def expected(self, seq: int) -> list[NDArray[np.uint8]]:
         """What each plane of frame `seq` must hold (for checks; allocates).
         For MJPG, the one plane's first bytes: the whole JPEG."""
         if self.format.compressed:
@@ -95,7 +95,7 @@ class Pattern:
             out.append(plane)
         return out
 
-    def check(self, planes: tuple[np.ndarray, ...], seq: int) -> bool:
+    def check(self, planes: tuple[NDArray[np.uint8], ...], seq: int) -> bool:
         """True if `planes` hold exactly frame `seq`."""
         if self.format.compressed:
             jpeg = self.expected(seq)[0]
@@ -103,12 +103,12 @@ class Pattern:
         return all(np.array_equal(byte_rows(p), e) for p, e in zip(planes, self.expected(seq)))
 
 
-def stamp(plane: np.ndarray, seq: int) -> None:
+def stamp(plane: NDArray[np.uint8], seq: int) -> None:
     """Write `seq` into the first 8 bytes of a raw plane (little-endian)."""
     byte_rows(plane)[0, :8] = np.frombuffer(seq.to_bytes(8, "little"), np.uint8)
 
 
-def read_stamp(plane: np.ndarray) -> int:
+def read_stamp(plane: NDArray[np.uint8]) -> int:
     """The sequence number stamped in a frame's first 8 bytes (for an MJPG
     frame's one-dimensional plane, in its COM segment)."""
     if plane.ndim == 1:

@@ -188,13 +188,16 @@ class Producer:
             raise ValueError(f"bytesused {used} out of range (1..{self.format.sizeimage})")
         with self._lock:
             self._check_open()
+            board, server = self._board, self._server
+            if board is None or server is None:  # only while __init__ has not finished
+                raise BusClosed("producer is not open")
             index = self._own(buffer)
             seq = self._next_seq
             self._next_seq = seq + 1
-            self._board.published(index, seq)  # type: ignore[union-attr]
+            board.published(index, seq)
             bus = self._bus
             recipients = bus.recipients()
-            sent = self._server.send_frame(  # type: ignore[union-attr]
+            sent = server.send_frame(
                 recipients, protocol.encode_frame(seq, index, stamp, used)) if recipients else ()
             # Booked after sending: a release cannot overtake its grant, as
             # releases are applied under this same lock.

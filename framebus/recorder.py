@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+from numpy.typing import NDArray
 
 from .errors import FramebusError
 from .formats import FrameFormat
 from .frame import Frame
 
 if TYPE_CHECKING:
-    from av.codec.context import CodecContext
     from av.container import OutputContainer
     from av.packet import Packet
     from av.stream import Stream
@@ -386,18 +386,18 @@ def _converter(av: ModuleType, fmt: FrameFormat) -> Converter:
     if kind in ("YUYV", "UYVY"):
         return _packed_422(frames, w, h, luma=0 if kind == "YUYV" else 1)
     if kind == "MJPG":
-        decoder: CodecContext = av.CodecContext.create("mjpeg", "r")
+        decoder: VideoCodecContext = av.CodecContext.create("mjpeg", "r")
 
         def jpeg(frame: Frame) -> list[VideoFrame]:
             try:
-                return list(decoder.decode(av.Packet(frame.array.tobytes())))  # type: ignore[attr-defined]
+                return list(decoder.decode(av.Packet(frame.array.tobytes())))
             except av.FFmpegError:
                 return []  # a corrupt JPEG: the frame is skipped (a gap)
         return jpeg
     raise FramebusError(f"cannot record {kind} frames")
 
 
-def _shared_yuv420(planes: tuple[np.ndarray, ...], fmt: FrameFormat) -> np.ndarray | None:
+def _shared_yuv420(planes: tuple[NDArray[np.uint8], ...], fmt: FrameFormat) -> NDArray[np.uint8] | None:
     """A (h*3/2, w) view over the whole frame, as PyAV's nv12/yuv420p take it,
     if the planes sit where that layout says (V4L2 single-planar); else None."""
     y = planes[0]

@@ -28,11 +28,12 @@ import time
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._zenoh import (FrameHeader, Info, Keys, import_simplejpeg, import_zenoh, last_chunk, new_id, open_session,
                      tight, unpack_message, zenoh_config)
 from .errors import FramebusError, NoProducer, ProducerGone, ProtocolError, Timeout
-from .formats import FrameFormat, FrameViews
+from .formats import FrameFormat, FrameViews, PixelFormat
 
 __all__ = ["RemoteConsumer", "RemoteFrame"]
 
@@ -60,16 +61,16 @@ class RemoteFrame:
         self._release = release
 
     @property
-    def array(self) -> np.ndarray:
+    def array(self) -> NDArray[np.uint8]:
         """The frame, read-only (the shape a local consumer sees for `format`)."""
         return self._held().array
 
     @property
-    def planes(self) -> tuple[np.ndarray, ...]:
+    def planes(self) -> tuple[NDArray[np.uint8], ...]:
         """Each plane's read-only view (Y, UV for NV12; one for packed formats)."""
         return self._held().planes
 
-    def to_bgr(self, dst: np.ndarray | None = None) -> np.ndarray:
+    def to_bgr(self, dst: NDArray[np.uint8] | None = None) -> NDArray[np.uint8]:
         """The frame as an ``(H, W, 3)`` BGR image for OpenCV (``framebus[cv]``)."""
         from .convert import to_bgr
         return to_bgr(self, dst)
@@ -129,7 +130,7 @@ class RemoteConsumer:
     def __init__(self, key: str, *, connect: Iterable[str] = (), listen: Iterable[str] = (),
                  config: str | None = None, mode: str = "peer", name: str = "",
                  max_held: int = 2, timeout: float = 5.0, reconnect: bool = False,
-                 color: str = "BGR3") -> None:
+                 color: PixelFormat = "BGR3") -> None:
         if not 1 <= max_held <= 64:
             raise FramebusError("max_held must be 1..64")
         if color not in _JPEG_COLORS:
@@ -146,7 +147,7 @@ class RemoteConsumer:
         self.sessions = 0  # bridge or producer runs seen
         self._closed = False
         self._held: dict[int, RemoteFrame] = {}
-        self._busy: dict[int, np.ndarray] = {}  # pooled buffer of each held JPEG frame
+        self._busy: dict[int, NDArray[np.uint8]] = {}  # pooled buffer of each held JPEG frame
         self._cond = threading.Condition()
         self._pending: tuple[FrameHeader, Any] | None = None
         self._gone: ProducerGone | None = None
@@ -154,7 +155,7 @@ class RemoteConsumer:
         self._bridges: set[str] = set()
         self._run = ""
         self._last_seq = 0
-        self._pool: list[np.ndarray] = []
+        self._pool: list[NDArray[np.uint8]] = []
         self._pool_format: FrameFormat | None = None
         self._zenoh = import_zenoh()
         connect, listen = list(connect), list(listen)
@@ -346,7 +347,7 @@ class RemoteConsumer:
         pixel_format = "GREY" if source.pixel_format == "GREY" else self.color
         return FrameFormat(source.width, source.height, pixel_format)
 
-    def _free_buffer(self, fmt: FrameFormat) -> np.ndarray:
+    def _free_buffer(self, fmt: FrameFormat) -> NDArray[np.uint8]:
         """A pooled buffer for a `fmt` frame that no held frame uses."""
         if fmt != self._pool_format:
             self._pool = [np.empty(fmt.sizeimage, np.uint8) for _ in range(self.max_held)]
@@ -355,7 +356,7 @@ class RemoteConsumer:
         return next(b for b in self._pool if id(b) not in busy)
 
 
-def _decode_jpeg(fmt: FrameFormat, data: bytes, buffer: np.ndarray) -> FrameViews:
+def _decode_jpeg(fmt: FrameFormat, data: bytes, buffer: NDArray[np.uint8]) -> FrameViews:
     """Decode a JPEG into `buffer`; read-only views of it as `fmt`."""
     simplejpeg = import_simplejpeg()
     colorspace = "GRAY" if fmt.pixel_format == "GREY" else _JPEG_COLORS[fmt.pixel_format]

@@ -60,7 +60,7 @@ from numpy.typing import NDArray
 
 from . import paths
 from .errors import FramebusError
-from .formats import FrameFormat, FrameViews
+from .formats import FrameFormat, FrameViews, PixelFormat
 
 __all__ = ["FrameSource", "framebus_producer", "producer_fixture", "synthetic_producer"]
 
@@ -77,7 +77,7 @@ class _BadFrames(FramebusError, ValueError):
 
 
 @contextmanager
-def synthetic_producer(width: int = 320, height: int = 240, pixel_format: str = "RGB3",
+def synthetic_producer(width: int = 320, height: int = 240, pixel_format: PixelFormat = "RGB3",
                        fps: float = 100.0, buffers: int = 8, startup_timeout: float = 10.0,
                        *, bytesperline: int = 0, frames: FrameSource = None) -> Iterator[str]:
     """Run a producer in a child process; yields its socket path.
@@ -93,12 +93,13 @@ def synthetic_producer(width: int = 320, height: int = 240, pixel_format: str = 
     try:
         path = os.path.join(workdir, "cam.sock")
         log_path = os.path.join(workdir, "child.log")
+        frames_spec = _frames_spec(fmt, frames, workdir)
         spec = {"socket": path, "width": width, "height": height, "format": pixel_format,
                 "bytesperline": bytesperline, "fps": fps, "buffers": buffers,
-                "frames": _frames_spec(fmt, frames, workdir)}
+                "frames": frames_spec}
         env = dict(os.environ)
-        root = spec["frames"].get("import_root")  # type: ignore[union-attr]
-        if root:  # the child imports the user's frame function from where we found it
+        root = frames_spec.get("import_root")
+        if isinstance(root, str) and root:  # the child imports the user's frame function from where we found it
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         with open(log_path, "w") as log:
             child = subprocess.Popen([sys.executable, "-m", "framebus.testing", json.dumps(spec)],
@@ -177,7 +178,7 @@ def _callable_name(function: Callable[[int], Image]) -> str:
 def _import_root(name: str) -> str | None:
     """The directory a child must search to import `name`'s module as we did."""
     module_name = name.partition(":")[0]
-    file = getattr(importlib.import_module(module_name), "__file__", None)
+    file: str | None = getattr(importlib.import_module(module_name), "__file__", None)
     if file is None:
         return None
     root = os.path.dirname(os.path.abspath(file))
@@ -268,7 +269,7 @@ def _serve(spec: dict[str, Any]) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    fmt = FrameFormat(int(spec["width"]), int(spec["height"]), str(spec["format"]),
+    fmt = FrameFormat(int(spec["width"]), int(spec["height"]), spec["format"],
                       bytesperline=int(spec.get("bytesperline", 0)))
     write = _frame_writer(fmt, spec.get("frames", {"kind": "pattern"}))
     write(fmt.views(np.zeros(fmt.sizeimage, np.uint8)), 1)  # fail before the socket appears
@@ -290,7 +291,7 @@ def _serve(spec: dict[str, Any]) -> int:
     return 0
 
 
-def producer_fixture(*, width: int = 320, height: int = 240, pixel_format: str = "RGB3",
+def producer_fixture(*, width: int = 320, height: int = 240, pixel_format: PixelFormat = "RGB3",
                      fps: float = 100.0, buffers: int = 8, bytesperline: int = 0,
                      frames: FrameSource = None, scope: Scope = "function",
                      name: str | None = None) -> Any:
@@ -307,19 +308,19 @@ def producer_fixture(*, width: int = 320, height: int = 240, pixel_format: str =
     """
     import pytest
 
-    defaults: dict[str, object] = {"width": width, "height": height, "pixel_format": pixel_format,
-                                   "fps": fps, "buffers": buffers, "bytesperline": bytesperline,
-                                   "frames": frames}
+    defaults: dict[str, Any] = {"width": width, "height": height, "pixel_format": pixel_format,
+                                "fps": fps, "buffers": buffers, "bytesperline": bytesperline,
+                                "frames": frames}
 
     @pytest.fixture(scope=scope, name=name)
     def fixture(request: pytest.FixtureRequest) -> Iterator[str]:
-        with synthetic_producer(**{**defaults, **_overrides(request)}) as path:  # type: ignore[arg-type]
+        with synthetic_producer(**{**defaults, **_overrides(request)}) as path:
             yield path
 
     return fixture
 
 
-def _overrides(request: Any) -> dict[str, object]:
+def _overrides(request: Any) -> dict[str, Any]:
     """The stream options a test's indirect parametrization gives."""
     param = getattr(request, "param", None)
     if param is None:

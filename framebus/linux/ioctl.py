@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 __all__ = [
     "_IOC",
@@ -52,7 +52,7 @@ _IOC_READ = 2
 #: Any ctypes type: a struct, a union, an array or a simple C type.
 CType: TypeAlias = type
 #: A mutable ctypes object passed by reference to the kernel.
-CData: TypeAlias = "ctypes.Structure | ctypes.Union | ctypes.Array | ctypes.c_int | ctypes.c_uint | ctypes.c_ulong"
+CData: TypeAlias = "ctypes.Structure | ctypes.Union | ctypes.Array[Any] | ctypes.c_int | ctypes.c_uint | ctypes.c_ulong"
 
 
 def _type_code(type_: str | int) -> int:
@@ -135,18 +135,20 @@ def ioctl(
     raises ``OSError`` carrying the errno (so ``PermissionError``,
     ``BlockingIOError`` and friends work as expected).
     """
-    if arg is None:
-        call_arg: object = 0
-    else:
+    if arg is not None:
         size = ctypes.sizeof(arg)
         if _IOC_DIR(request) != _IOC_NONE and size != _IOC_SIZE(request):
             raise ValueError(
                 f"ioctl 0x{request:08x} expects a {_IOC_SIZE(request)}-byte argument, "
                 f"got {type(arg).__name__} of {size} bytes"
             )
-        call_arg = arg
     while True:
         try:
-            return fcntl.ioctl(fd, request, call_arg, True)  # type: ignore[call-overload]
+            if arg is None:
+                return fcntl.ioctl(fd, request, 0)
+            # A mutable buffer with mutate_flag set: the call's int result
+            # (typeshed says Any, as it cannot tell mutable buffers apart).
+            result: int = fcntl.ioctl(fd, request, arg, True)
+            return result
         except InterruptedError:  # EINTR: a signal handler ran; ask again
             continue

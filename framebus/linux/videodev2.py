@@ -28,6 +28,7 @@ from ctypes import (
     c_ulong,
     c_void_p,
 )
+from typing import Any
 
 from framebus.linux.ioctl import _IOR, _IOW, _IOWR
 
@@ -695,7 +696,7 @@ VIDIOC_TRY_EXT_CTRLS = _IOWR("V", 73, v4l2_ext_controls)
 VIDIOC_QUERY_EXT_CTRL = _IOWR("V", 103, v4l2_query_ext_ctrl)
 
 
-def c_string(field: ctypes.Array) -> str:  # type: ignore[type-arg]
+def c_string(field: ctypes.Array[Any]) -> str:
     """A NUL-terminated ``__u8[]`` field (driver, card, description) as text."""
     raw = bytes(field)
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")

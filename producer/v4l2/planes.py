@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+from numpy.typing import NDArray
 
 from framebus import Buffer, BufferPool, BufferTable, FramebusError, FrameFormat
 from framebus.buffers import MEMFD, Memory, Plane
@@ -80,7 +81,7 @@ def planar_pool(fmt: FrameFormat, count: int, sizes: tuple[int, ...], name: str)
     return pool
 
 
-def plane_regions(buffer: Buffer, fmt: FrameFormat, nplanes: int) -> list[np.ndarray]:
+def plane_regions(buffer: Buffer, fmt: FrameFormat, nplanes: int) -> list[NDArray[np.uint8]]:
     """Flat writable uint8 arrays, one per driver plane, inside `buffer`.
 
     A one-plane driver format fills the whole frame; a separate-plane one
