@@ -165,7 +165,7 @@ class Soak:
         settle = time.monotonic() + 10
         while query_status(self.sock)["consumers"] and time.monotonic() < settle:
             time.sleep(0.2)
-        time.sleep(0.5)
+        time.sleep(2.5)  # and has stopped the bus relay its consumers left idle (2 s)
         # Sample before the last status query: the producer closes a status
         # client's connection just after answering, so a sample taken right
         # after one can still count that connection.

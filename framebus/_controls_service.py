@@ -16,7 +16,7 @@ import time
 from . import _protocol as protocol
 from ._control import POLL_IN, ControlServer, send_quietly
 from .controls import Controls, wire_controls
-from .errors import FramebusError, ProtocolError
+from .errors import ProtocolError
 
 
 class ControlRequests:
@@ -45,8 +45,8 @@ class ControlRequests:
         try:
             applied = self.controls.set(values) if values else {}
             listing = wire_controls(self.controls.describe())
-        except (ValueError, FramebusError, OSError) as exc:
-            problem: str | None = str(exc)
+        except Exception as exc:  # the source's code: whatever it raises is a refusal
+            problem: str | None = str(exc) or type(exc).__name__
         else:
             problem = None
         finally:

@@ -40,16 +40,31 @@ def listen(path: str, mode: int = 0o660, group: int | None = None) -> socket.soc
         raise FramebusError(f"socket path is longer than {_MAX_UNIX_PATH} bytes: {path}")
     remove_if_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    # Bound and listening under a private name first, then linked into place:
+    # a client that finds the file can always connect (a bind-then-listen
+    # window would refuse it as if the socket were stale).
+    parent, base = os.path.split(path)
+    staging = os.path.join(parent, f".{base}.{secrets.token_hex(4)}")
+    if len(os.fsencode(staging)) > _MAX_UNIX_PATH:
+        staging = path  # no room for a longer name: bind in place
     try:
         try:
-            sock.bind(path)  # like mknod: never follows a symlink, fails if anything is there
+            sock.bind(staging)  # like mknod: never follows a symlink, fails if anything is there
+            _restrict(staging, mode, group, stat.S_ISSOCK)
+            sock.listen(_BACKLOG)
+            if staging != path:
+                os.link(staging, path)  # fails if anything appeared there meanwhile
         except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
+            if exc.errno not in (errno.EADDRINUSE, errno.EEXIST):
                 raise
             raise FramebusError(f"{path} appeared while starting (something else created "
                                 f"it); not replacing it") from None
-        _restrict(path, mode, group, stat.S_ISSOCK)
-        sock.listen(_BACKLOG)
+        finally:
+            if staging != path:
+                try:
+                    os.unlink(staging)
+                except FileNotFoundError:
+                    pass
         sock.setblocking(False)
     except PermissionError as exc:
         sock.close()

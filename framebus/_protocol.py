@@ -63,6 +63,11 @@ def _bytes(limit: int) -> Callable[[Any], bool]:
     return check
 
 
+def _bool(value: Any) -> bool:
+    """a bool"""
+    return type(value) is bool
+
+
 def _map(value: Any) -> bool:
     """a map"""
     return type(value) is dict
@@ -135,7 +140,10 @@ ATTACH = Message("ATTACH", 2, (
 ))
 ACCEPT = Message("ACCEPT", 3, ())
 REFUSE = Message("REFUSE", 4, (Field("code", _str(32)), Field("reason", _str(1024))))
-BYE = Message("BYE", 5, (Field("reason", _str(1024)),))
+BYE = Message("BYE", 5, (
+    Field("reason", _str(1024)),
+    Field("clean", _bool),  # True: the stream ended (shutdown); False: this consumer was cut
+))
 STATUS = Message("STATUS", 6, (Field("report", _map),))
 # After ATTACH with role "controls": the camera's controls, then optionally
 # one SET_CONTROLS, answered by CONTROLS (with what was applied) or REFUSE.

@@ -50,6 +50,7 @@ import zmq
 TOKEN = 16
 MAX_MESSAGE = 4096
 BATCH = 256  # messages read per wake-up, from each side
+LINK_BATCH = 32 * 1024  # bytes of acks per link message (well under the link's buffer)
 HEADROOM = 64 * 1024 * 1024  # memory the relay may grow by before malloc fails
 _ACCEPTED = int(zmq.EVENT_ACCEPTED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
@@ -121,6 +122,7 @@ class Relay:
         """Forward up to BATCH well-formed acks to the producer in one
         message; True if more are waiting."""
         out = [b"A"]
+        size = 1
         router = self.router
         more = True
         for _ in range(BATCH):
@@ -145,13 +147,22 @@ class Relay:
                 self.counters["oversized"] += 1
                 continue
             out += (token, len(payload).to_bytes(2, "little"), payload)
+            size += TOKEN + 2 + len(payload)
             self.counters["forwarded"] += 1
+            if size > LINK_BATCH:
+                self._forward(out)
+                out, size = [b"A"], 1
         if len(out) > 1:
-            try:
-                self.link.send(b"".join(out))
-            except BlockingIOError:
-                pass  # the producer is not reading: consumers' leases time out instead
+            self._forward(out)
         return more
+
+    def _forward(self, out: list[bytes]) -> None:
+        try:
+            self.link.send(b"".join(out))
+        except OSError as exc:  # the producer is not reading: leases time out instead
+            if exc.errno not in (errno.EAGAIN, errno.EMSGSIZE, errno.ENOBUFS):
+                raise
+            self.counters["unforwarded"] = self.counters.get("unforwarded", 0) + 1
 
     def _report_violation(self, token: bytes, what: bytes) -> None:
         try:

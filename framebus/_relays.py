@@ -52,6 +52,7 @@ class RelayLink:
         self.uid = uid
         self.counters: dict[str, int] = {}
         self.alive = True
+        self.idle_since = 0.0  # when its last consumer left (0: it has consumers)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.link = ours
         try:
@@ -91,19 +92,21 @@ class RelayLink:
         """Stop accepting `token` and cut its process's connection."""
         self._tell(b"U" + token)
 
-    def send(self, tokens: list[bytes], payload: bytes) -> bool:
-        """Have the relay send `payload` to each of `tokens`; False if the
-        relay is not keeping up (nothing was sent)."""
+    def send(self, tokens: list[bytes], payload: bytes) -> int:
+        """Have the relay send `payload` to each of `tokens`; returns how many
+        of them (the first ones) it was handed for: fewer if the relay is not
+        keeping up."""
+        handed = 0
         try:
             for start in range(0, len(tokens), 255):
                 chunk = tokens[start:start + 255]
                 self.link.send(b"F" + bytes((len(chunk),)) + b"".join(chunk) + payload)
+                handed += len(chunk)
         except BlockingIOError:
-            return False
+            pass
         except OSError:
             self.alive = False
-            return False
-        return True
+        return handed
 
     def _tell(self, message: bytes) -> None:
         try:

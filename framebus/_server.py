@@ -38,6 +38,7 @@ log = logging.getLogger("framebus.producer")
 
 _LINK_MESSAGES = 16  # per relay per pump; each carries up to 256 acks
 _SOCKET_MESSAGES = 64  # per socket-channel consumer per pump
+RELAY_IDLE = 2.0  # s a relay with no consumer is kept, for the next one to attach
 HOT_WINDOW = 0.002  # s after an acquire() during which it, not this thread, drains acks
 
 
@@ -103,9 +104,9 @@ class Server:
                 by_uid.setdefault(sub.peer.uid, []).append(sub)
         for uid, group in by_uid.items():
             relay = self.relays.get(uid)
-            if relay is not None and relay.send([s.token for s in group], payload):
-                sent += group
-            else:
+            reached = relay.send([s.token for s in group], payload) if relay is not None else 0
+            sent += group[:reached]
+            if reached < len(group):
                 self._rate_log.warning(f"relay{uid}", "bus relay for uid %d is not keeping up",
                                        uid)
         return sent
@@ -215,43 +216,58 @@ class Server:
             with self.lock:
                 if self.closed:
                     break
-                now = time.monotonic()
-                freed = False
-                for fd, mask in events:
-                    if fd == listen_fd:
-                        self.control.accept(self._poller)
-                    elif fd == self._wake[0]:
-                        _drain_pipe(fd)
-                    elif self.control.owns(fd):
-                        attach = self.control.finish(self._poller, fd)
-                        if attach is not None:
-                            self._on_attach(attach, now)
-                    elif fd in self._conns:
-                        freed |= self._on_control(self._conns[fd], mask, now)
-                    elif self._requests.owns(fd):
-                        self._requests.on_request(fd)
-                    elif mask & (select.POLLHUP | select.POLLERR):
-                        for relay in self.relays.values():
-                            if relay.fileno() == fd:
-                                relay.alive = False
-                if not self.muted:
-                    freed |= self.pump(now)
-                freed |= self._reap_relays()
-                for sub in self.bus.to_cut():
-                    self.bus.counters["cut_off"] += 1
-                    self._drop(sub, sub.cut_off, bye=f"disconnected: {sub.cut_off}")
-                    freed = True
-                self.control.expire(self._poller, now)
-                self._requests.expire(now)
-                freed |= self.bus.revoke_expired(now) > 0
-                if freed and self.acquire_waiters:
-                    try:
-                        os.write(self._acquire_wake[1], b"x")
-                    except BlockingIOError:
-                        pass
+                try:
+                    self._serve(events, listen_fd)
+                except Exception as exc:  # a bug must not silently stop serving everyone
+                    self._rate_log.warning("server-loop", "the producer's server loop failed "
+                                           "(carrying on): %r", exc)
         with self.lock:
             for sub in list(self.bus.subscribers.values()):
-                self._drop(sub, "detached at shutdown", bye=self._bye_reason)
+                self._drop(sub, "detached at shutdown", bye=self._bye_reason, clean=True)
+
+    def _serve(self, events: list[tuple[int, int]], listen_fd: int) -> None:
+        """One wake-up's work (lock held)."""
+        now = time.monotonic()
+        freed = False
+        for fd, mask in events:
+            if fd == listen_fd:
+                self.control.accept(self._poller)
+            elif fd == self._wake[0]:
+                _drain_pipe(fd)
+            elif self.control.owns(fd):
+                attach = self.control.finish(self._poller, fd)
+                if attach is not None:
+                    self._on_attach(attach, now)
+            elif fd in self._conns:
+                freed |= self._on_control(self._conns[fd], mask, now)
+            elif self._requests.owns(fd):
+                self._requests.on_request(fd)
+            elif mask & (select.POLLHUP | select.POLLERR):
+                for relay in self.relays.values():
+                    if relay.fileno() == fd:
+                        relay.alive = False
+        if not self.muted:
+            freed |= self.pump(now)
+        freed |= self._reap_relays()
+        for sub in self.bus.to_cut():
+            self.bus.counters["cut_off"] += 1
+            self._drop(sub, sub.cut_off, bye=f"disconnected: {sub.cut_off}")
+            freed = True
+        self.control.expire(self._poller, now)
+        self._requests.expire(now)
+        self._stop_idle_relays(now)
+        freed |= self.bus.revoke_expired(now) > 0
+        if freed:
+            self._wake_acquire()
+
+    def _wake_acquire(self) -> None:
+        """Make a waiting acquire() look again (a buffer was freed, or there
+        are new fds to watch)."""
+        if self.acquire_waiters:
+            try:
+                os.write(self._acquire_wake[1], b"x")
+            except BlockingIOError:
+                pass  # already pending
 
     def _mute_acks(self, mute: bool) -> None:
         """Poll the ack fds (relay links, socket-channel connections) for
@@ -270,7 +286,9 @@ class Server:
         # four times per lease timeout instead, so a lease is revoked at most
         # a quarter of that late. Leases last *at least* lease_timeout.
         wake = time.monotonic() + self.lease_timeout / 4
-        for deadline in (self.control.next_deadline(), self.bus.next_deadline()):
+        idle = [r.idle_since + RELAY_IDLE for r in self.relays.values() if r.idle_since]
+        for deadline in (self.control.next_deadline(), self.bus.next_deadline(),
+                         min(idle, default=None)):
             if deadline is not None:
                 wake = min(wake, deadline)
         return max(0, int((wake - time.monotonic()) * 1000) + 1)
@@ -294,7 +312,9 @@ class Server:
             return
         if sub.channel == ZMQ:
             try:
-                self._relay_for(a.peer.uid).admit(sub.token, a.peer.pid)
+                relay = self._relay_for(a.peer.uid)
+                relay.idle_since = 0.0
+                relay.admit(sub.token, a.peer.pid)
             except (FramebusError, OSError) as exc:
                 self.bus.remove(sub)
                 self.control.refuse(a.conn, "relay", f"cannot serve this consumer: {exc}")
@@ -310,6 +330,7 @@ class Server:
         self._conns[a.conn.fileno()] = sub
         self._sockets[sub.id] = a.conn
         self._poller.register(a.conn, POLL_IN)
+        self._wake_acquire()  # a waiting acquire() must watch this consumer's acks too
         log.info("consumer %r attached (pid %d, uid %d, %s, holds up to %d)",
                  sub.name, sub.peer.pid, sub.peer.uid, a.policy, sub.quota)
 
@@ -324,6 +345,7 @@ class Server:
                 self.lock.acquire()
             self.relays[uid] = relay
             self._poller.register(relay.fileno(), select.POLLIN)
+            self._wake_acquire()
         return relay
 
     def _on_control(self, sub: Subscriber, mask: int, now: float) -> bool:
@@ -356,11 +378,12 @@ class Server:
             self._drop(sub, "disconnected")
         return True
 
-    def _drop(self, sub: Subscriber, why: str, bye: str | None = None) -> None:
+    def _drop(self, sub: Subscriber, why: str, bye: str | None = None,
+              clean: bool = False) -> None:
         conn = self._sockets.pop(sub.id, None)
         if conn is not None:
             if bye is not None:
-                send_quietly(conn, protocol.BYE.encode(bye[:1000]))
+                send_quietly(conn, protocol.BYE.encode(bye[:1000], clean))
             self._conns.pop(conn.fileno(), None)
             self._poller.unregister(conn)
             conn.close()
@@ -373,13 +396,19 @@ class Server:
         relay = self.relays.get(sub.peer.uid) if sub.channel == ZMQ else None
         if relay is not None:
             relay.forget(sub.token)
-            if relay.alive and not any(s.channel == ZMQ and s.peer.uid == sub.peer.uid
-                                       for s in self.bus.subscribers.values()):
-                # Its last consumer left: no process is kept for nobody.
-                del self.relays[sub.peer.uid]
+            if not any(s.channel == ZMQ and s.peer.uid == sub.peer.uid
+                       for s in self.bus.subscribers.values()):
+                relay.idle_since = time.monotonic()  # its last consumer left
+        return reclaimed
+
+    def _stop_idle_relays(self, now: float) -> None:
+        """No process is kept for nobody: a relay whose uid has had no
+        consumer for RELAY_IDLE seconds is stopped (a new one starts on demand)."""
+        for uid, relay in list(self.relays.items()):
+            if relay.idle_since and now - relay.idle_since >= RELAY_IDLE:
+                del self.relays[uid]
                 self._poller.unregister(relay.fileno())
                 relay.close()
-        return reclaimed
 
     def _reap_relays(self) -> bool:
         """Replace nothing, drop the consumers of any relay that died; True
@@ -407,7 +436,7 @@ class Server:
         for sub in subs:
             conn = self._sockets.get(sub.id)
             if conn is not None:
-                send_quietly(conn, protocol.BYE.encode(reason))
+                send_quietly(conn, protocol.BYE.encode(reason, False))
                 conn.shutdown(socket.SHUT_RDWR)
 
     def relay_counters(self) -> dict[str, int]:
@@ -425,10 +454,15 @@ class Server:
         if self._thread.is_alive():
             self.notify()
             self._thread.join()
+        with self.lock:
+            self._wake_acquire()  # a blocked acquire() wakes to find the producer closed
+        deadline = time.monotonic() + 5
+        while self.acquire_waiters and time.monotonic() < deadline:
+            time.sleep(0.001)
         else:
             with self.lock:
                 for sub in list(self.bus.subscribers.values()):
-                    self._drop(sub, "detached at shutdown", bye=reason)
+                    self._drop(sub, "detached at shutdown", bye=reason, clean=True)
         self.relays.close()
         self._requests.close()
         for fd in (*self._wake, *self._acquire_wake):

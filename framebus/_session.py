@@ -210,7 +210,7 @@ class Session:
                 return Announcement(*decoded.values)
             if decoded.kind is not protocol.BYE:
                 raise ProtocolError(f"unexpected {decoded.kind.name} on the control socket")
-            self.gone = ProducerGone(decoded.values[0], clean=True)
+            self.gone = ProducerGone(decoded.values[0], clean=decoded.values[1])
         except ProtocolError as exc:
             self.gone = ProducerGone(f"the producer broke the protocol: {exc}")
         raise self.gone

@@ -87,7 +87,7 @@ class Consumer:
         session = Session(self.path, self.name, self.policy, self.max_held, self.depth,
                           self._timeout, self.channel, self.spin, self.producer_uid)
         self.format: FrameFormat = session.format
-        self.lease_timeout = session.lease_timeout
+        self.lease_timeout: float = session.lease_timeout
         self.sessions += 1
         self._last_seq = 0
         self._credit_pending = self._credit_stale = False
@@ -209,7 +209,12 @@ class Consumer:
             try:
                 self._ask(session, releasing)
                 while True:
-                    frame = self._accept(session, session.receive(deadline, timeout))
+                    try:
+                        announced = session.receive(self._wait_until(deadline), timeout)
+                    except Timeout:
+                        self._ask_again(session, deadline, timeout)
+                        continue
+                    frame = self._accept(session, announced)
                     if frame is not None:
                         return frame
             except ProducerGone:
@@ -230,7 +235,11 @@ class Consumer:
                 while True:
                     announced = session.try_receive()
                     if announced is None:
-                        await _readable(loop, session.fileno(), deadline, timeout)
+                        try:
+                            await _readable(loop, session.fileno(), self._wait_until(deadline),
+                                            timeout)
+                        except Timeout:
+                            self._ask_again(session, deadline, timeout)
                         continue
                     frame = self._accept(session, announced)
                     if frame is not None:
@@ -239,6 +248,22 @@ class Consumer:
                 if not self.reconnect:
                     raise
                 self._drop_session()
+
+    def _wait_until(self, deadline: float | None) -> float:
+        """How long to wait before asking again: a request or its answer can
+        be lost (a relay that failed to deliver, a full socket), and a
+        `latest` consumer with a request out would otherwise wait for ever."""
+        retry = time.monotonic() + max(self.lease_timeout, 0.05)
+        return retry if deadline is None else min(deadline, retry)
+
+    def _ask_again(self, session: Session, deadline: float | None,
+                   timeout: float | None) -> None:
+        """Called when a wait ran out: raise at the caller's deadline, else
+        repeat the request (the producer caps credit at what we may hold)."""
+        if deadline is not None and time.monotonic() >= deadline:
+            raise Timeout(f"no frame within {timeout} s")
+        if self.policy == LATEST and self._credit_pending:
+            session.send(protocol.CREDIT.encode(1))
 
     def _ask(self, session: Session, releasing: list[int]) -> None:
         """Release and ask for a frame, in one message where possible."""

@@ -1,0 +1,129 @@
+"""Edges between the producer's threads, its relay and its consumers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import zmq
+
+import framebus
+from framebus import controls
+
+FMT = framebus.FrameFormat(64, 48, "GREY")
+
+
+def _publish(bus: framebus.Producer) -> int:
+    return bus.publish(bus.acquire(timeout=1))
+
+
+def test_close_during_a_blocked_acquire_raises_bus_closed(sock):
+    bus = framebus.Producer(sock, FMT, buffers=2, reserve=1)
+    held = [bus.acquire(timeout=1), bus.acquire(timeout=1)]  # every buffer is being written
+    outcome: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            bus.acquire(timeout=10)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
+            outcome.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.3)
+    bus.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive() and len(held) == 2
+    assert len(outcome) == 1 and isinstance(outcome[0], framebus.BusClosed), outcome
+
+
+def test_a_consumer_attaching_while_acquire_waits_is_served(sock):
+    with framebus.Producer(sock, FMT, buffers=4, reserve=1, lease_timeout=30) as bus, \
+            framebus.Consumer(sock, name="x", max_held=2) as x:
+        _publish(bus)
+        first = x.get(timeout=2)
+        _publish(bus)
+        second = x.get(timeout=2)
+        writing = [bus.acquire(timeout=1), bus.acquire(timeout=1)]
+        got: list[framebus.Buffer] = []
+
+        def waiter() -> None:
+            try:
+                got.append(bus.acquire(timeout=8))
+            except framebus.Timeout:
+                pass
+
+        blocked = threading.Thread(target=waiter)
+        blocked.start()
+        time.sleep(0.3)
+        try:
+            with framebus.Consumer(sock, name="y", channel="socket", max_held=1) as y, \
+                    y.get(timeout=3) as frame:
+                assert frame.seq == second.seq  # the newest, leased to both
+        finally:
+            first.release()
+            second.release()
+            for buffer in writing:
+                bus.discard(buffer)
+            blocked.join(timeout=15)
+            for buffer in got:
+                bus.discard(buffer)
+
+
+def test_a_failing_controls_object_is_a_refusal_and_serving_goes_on(sock):
+    class Broken:
+        def describe(self) -> list[dict[str, object]]:
+            return []
+
+        def set(self, values: object) -> dict[str, int]:
+            raise KeyError("not what a Controls should raise")
+
+    with framebus.Producer(sock, FMT, controls=Broken()) as bus:
+        with pytest.raises(framebus.Refused, match="not what a Controls should raise"):
+            controls.set_controls(sock, {"gain": 1})
+        with framebus.Consumer(sock) as cam:
+            _publish(bus)
+            cam.get(timeout=2).release()
+
+
+def test_a_burst_of_large_acks_cannot_crash_the_relay(sock):
+    with framebus.Producer(sock, FMT, buffers=6) as bus, \
+            framebus.Consumer(sock, name="innocent") as innocent, \
+            framebus.Consumer(sock, name="bursty") as bursty:
+        _publish(bus)
+        innocent.get(timeout=2).release()
+        bursty.get(timeout=2).release()
+        dealer = bursty._session._dealer  # type: ignore[union-attr]
+        for _ in range(300):  # 300 x 4,000 bytes: more than one link message can carry
+            dealer.send(b"\x00" * 4000, zmq.NOBLOCK)
+        time.sleep(1.0)
+        assert bus.stats()["relays"] == 1
+        for _ in range(3):
+            _publish(bus)
+            innocent.get(timeout=2).release()
+
+
+def test_a_relay_failure_ends_iteration_with_producer_gone_not_quietly(sock):
+    with framebus.Producer(sock, FMT) as bus, framebus.Consumer(sock) as cam:
+        _publish(bus)
+        cam.get(timeout=2).release()
+        relay = bus._server.relays[os.getuid()]
+        os.kill(relay.process.pid, signal.SIGKILL)
+        with pytest.raises(framebus.ProducerGone) as gone:
+            for _ in cam:
+                _publish(bus)
+        assert not gone.value.clean and "relay" in gone.value.reason
+
+
+def test_a_clean_shutdown_still_ends_iteration_quietly(sock):
+    bus = framebus.Producer(sock, FMT)
+    with framebus.Consumer(sock) as cam:
+        _publish(bus)
+        seen = []
+        for frame in cam:
+            seen.append(frame.seq)
+            bus.close()
+        assert seen == [1]
