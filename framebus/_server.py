@@ -6,11 +6,11 @@ killed it), the links to the bus relays (one child process per consumer uid,
 holding the zmq ROUTER: see `_relay`), and a wake pipe. Everything it decides
 it asks the bookkeeping (`Bus`), under the producer's lock.
 
-Two of its methods are also the producer's hot path, called from the thread
-that publishes, under the same lock: `send_frame` and `pump` (drain the acks
-waiting on the relay links and socket-channel connections, apply them). So a
-release reaches `acquire()` without this thread ever waking: kernel sockets
-may be read from any thread, and the lock orders who does.
+The producer's hot path (`_delivery.Delivery`: send a FRAME, drain and apply
+the acks waiting on the relay links and socket-channel connections) is also
+called from the thread that publishes, under the same lock, so a release
+reaches `acquire()` without this thread ever waking: kernel sockets may be
+read from any thread, and the lock orders who does.
 """
 
 from __future__ import annotations
@@ -29,15 +29,14 @@ from ._control import POLL_IN, Attach, ControlServer, send_quietly
 from ._endpoint import PrivateDir
 from ._protocol import SOCKET, ZMQ
 from ._ratelimit import RateLimitedLog
+from ._delivery import Delivery
 from ._relays import RelayLink, RelayPool
 from ._controls_service import ControlRequests
 from .controls import Controls
-from .errors import FramebusError, ProtocolError
+from .errors import FramebusError
 
 log = logging.getLogger("framebus.producer")
 
-_LINK_MESSAGES = 16  # per relay per pump; each carries up to 256 acks
-_SOCKET_MESSAGES = 64  # per socket-channel consumer per pump
 RELAY_IDLE = 2.0  # s a relay with no consumer is kept, for the next one to attach
 HOT_WINDOW = 0.002  # s after an acquire() during which it, not this thread, drains acks
 
@@ -62,7 +61,6 @@ class Server:
                                          request_timeout)
         self.lock = lock
         self.control = control
-        self.lease_timeout = lease_timeout
         self.relays = RelayPool(private_dir.path, mode, group)
         self.acquire_waiters = 0
         self.muted = False  # acks are left to a waiting acquire()
@@ -76,6 +74,10 @@ class Server:
         self._acquire_wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._poller.register(control.fileno(), select.POLLIN)
         self._poller.register(self._wake[0], select.POLLIN)
+        self.delivery = Delivery(bus, self.relays, self._sockets, rate_log, self.notify,
+                                 lease_timeout)
+        self.send_frame = self.delivery.send_frame
+        self.pump = self.delivery.pump
         self._thread = threading.Thread(target=self._run, name="framebus-server", daemon=True)
         self._bye_reason = "producer shut down"
 
@@ -87,53 +89,6 @@ class Server:
         return self.relays.endpoint_for(uid)
 
     # ------------------------------------------- the hot path (lock held)
-    def send_frame(self, subs: list[Subscriber], payload: bytes) -> list[Subscriber]:
-        """Send a FRAME to each of `subs`; returns those it went to."""
-        sent: list[Subscriber] = []
-        by_uid: dict[int, list[Subscriber]] = {}
-        for sub in subs:
-            if sub.channel == SOCKET:
-                try:
-                    self._sockets[sub.id].send(payload)  # non-blocking: full = not reading
-                except OSError as exc:
-                    self._rate_log.warning(sub.name, "cannot send to %s: %s", sub.name,
-                                           exc.strerror)
-                    continue
-                sent.append(sub)
-            else:
-                by_uid.setdefault(sub.peer.uid, []).append(sub)
-        for uid, group in by_uid.items():
-            relay = self.relays.get(uid)
-            reached = relay.send([s.token for s in group], payload) if relay is not None else 0
-            sent += group[:reached]
-            if reached < len(group):
-                self._rate_log.warning(f"relay{uid}", "bus relay for uid %d is not keeping up",
-                                       uid)
-        return sent
-
-    def pump(self, now: float) -> bool:
-        """Apply every ack waiting (a bounded batch); True if a buffer was freed."""
-        freed = False
-        bus = self.bus
-        for relay in self.relays.values():
-            if not relay.alive:
-                continue
-            for token, payload, problem in relay.receive(_LINK_MESSAGES):
-                sub = bus.subscribers.get(token)
-                if sub is None or sub.channel != ZMQ:
-                    bus.counters["unknown_peer"] += 1
-                elif problem:
-                    bus.violation(sub, problem, now)
-                    sub.cut_off = sub.cut_off or problem
-                else:
-                    freed |= self._on_bus_message(sub, payload, now)
-            if not relay.alive:
-                self.notify()  # the server thread reaps it
-        for sub in list(bus.subscribers.values()):
-            if sub.channel == SOCKET:
-                freed |= self._read_socket_channel(sub, now)
-        return freed
-
     def ack_fds(self) -> list[int]:
         """What `acquire()` sleeps on: where releases arrive, and a wake-up."""
         fds = [relay.fileno() for relay in self.relays.values() if relay.alive]
@@ -152,52 +107,6 @@ class Server:
         except BlockingIOError:
             pass  # already pending
 
-    def _read_socket_channel(self, sub: Subscriber, now: float) -> bool:
-        conn = self._sockets.get(sub.id)
-        freed = False
-        if conn is None:
-            return False
-        for _ in range(_SOCKET_MESSAGES):
-            try:
-                data = conn.recv(protocol.MAX_CONTROL_MESSAGE)
-            except OSError:
-                break  # EAGAIN, or an error the server thread sees as a departure
-            if not data:
-                self.notify()  # EOF: the server thread drops it
-                break
-            freed |= self._on_bus_message(sub, data, now)
-        return freed
-
-    def _on_bus_message(self, sub: Subscriber, payload: bytes, now: float) -> bool:
-        """A CREDIT, RELEASE or REPORT from `sub`, checked first."""
-        bus = self.bus
-        try:
-            kind, values = protocol.decode(payload, protocol.BUS, protocol.MAX_ZMQ_MESSAGE)
-        except ProtocolError as exc:
-            bus.violation(sub, str(exc), now)
-            return False
-        freed = False
-        if kind is protocol.RELEASE:
-            freed = bus.on_release(sub, values[0], now, values[2])
-            if values[1]:
-                self._credit(sub, values[1], now)
-        elif kind is protocol.CREDIT:
-            self._credit(sub, values[0], now)
-        elif kind is protocol.REPORT:
-            bus.on_report(sub, values[0], now)
-        else:
-            bus.violation(sub, f"{kind.name} is not a consumer's message", now)
-        return freed
-
-    def _credit(self, sub: Subscriber, count: int, now: float) -> None:
-        index = self.bus.on_credit(sub, count, now)
-        info = None if index is None else self.bus.frames[index]
-        if index is not None and info is not None:
-            payload = protocol.encode_frame(info.seq, index, info.timestamp_ns, info.bytesused)
-            if self.send_frame([sub], payload):
-                self.bus.delivered(sub, index, now + self.lease_timeout)
-
-    # ------------------------------------------------------ the thread
     def _run(self) -> None:
         listen_fd = self.control.fileno()
         while True:
@@ -285,7 +194,7 @@ class Server:
         # cost a syscall and a thread switch per frame): it looks at least
         # four times per lease timeout instead, so a lease is revoked at most
         # a quarter of that late. Leases last *at least* lease_timeout.
-        wake = time.monotonic() + self.lease_timeout / 4
+        wake = time.monotonic() + self.delivery.lease_timeout / 4
         idle = [r.idle_since + RELAY_IDLE for r in self.relays.values() if r.idle_since]
         for deadline in (self.control.next_deadline(), self.bus.next_deadline(),
                          min(idle, default=None)):
@@ -354,7 +263,7 @@ class Server:
         # we learn it is gone.
         conn = self._sockets[sub.id]
         if sub.channel == SOCKET:
-            freed = self._read_socket_channel(sub, now)
+            freed = self.delivery.read_socket_channel(sub, now)
             try:
                 if conn.recv(1, socket.MSG_PEEK) != b"":
                     return freed

@@ -135,7 +135,7 @@ class Producer:
     @property
     def lease_timeout(self) -> float:
         """Seconds a lease lasts at least (see `reconfigure`)."""
-        return self._server.lease_timeout if self._server else 0.0
+        return self._server.delivery.lease_timeout if self._server else 0.0
 
     def acquire(self, timeout: float | None = None) -> Buffer:
         """A buffer that no consumer holds, writable, for the next frame.
@@ -239,7 +239,7 @@ class Producer:
                     control.access.uids if allow_uids is None else allow_uids,
                     control.access.gids if allow_gids is None else allow_gids)
             if lease_timeout is not None:
-                server.lease_timeout = lease_timeout
+                server.delivery.lease_timeout = lease_timeout
             if max_consumers is not None:
                 control.max_consumers = max_consumers
             evicted = [s for s in self._bus.subscribers.values()
