@@ -21,7 +21,8 @@ import simplejpeg
 import framebus
 from framebus import FrameFormat, FramebusError
 from framebus.pattern import Pattern
-from framebus.recorder import Recorder, _address, _converter
+from framebus._encoder_frames import _address, converter as _converter
+from framebus.recorder import Recorder
 
 from .conftest import wait_for
 
