@@ -280,12 +280,10 @@ class Bridge:
             "lease_ms": round(float(lease_ms), 2), "zenoh_copy_ms": round(float(zenoh_ms), 2),
             "bus_dropped": self.cam.dropped, "revoked": self.revoked}
         print(format_figures(self.args.key, report), file=sys.stderr, flush=True)
-        publish = getattr(self.cam, "publish_figures", None)
-        if publish is not None:
-            try:
-                publish(report)
-            except FramebusError:
-                pass  # the producer is away; the next report goes to the next one
+        try:
+            self.cam.publish_figures(report)  # shown by `framebus status`
+        except FramebusError:
+            pass  # the producer is away; the next report goes to the next one
 
 
 class Figures:

@@ -170,12 +170,11 @@ def test_raw_frames_cross_the_link_exactly(net: Net, procs: Processes, sock: str
     out, err = consume.communicate(timeout=30)
     assert consume.returncode == 0, err
     assert json.loads(out.splitlines()[-1])["frames"] >= 10
-    # The bridge is a consumer of the bus, with its link figures once the producer keeps them.
-    bridge = wait_for(lambda: _status_entry(sock, "bridge:cam0"), what="the bridge in status")
-    if "figures" in bridge:
-        figures = wait_for(lambda: _status_entry(sock, "bridge:cam0")["figures"].get("sent"),
-                           what="figures") and _status_entry(sock, "bridge:cam0")["figures"]
-        assert figures["sent"] >= 20 and {"dropped", "bytes_per_s", "in_flight"} <= set(figures)
+    # The bridge is a consumer of the bus, with its link figures (Consumer.publish_figures).
+    wait_for(lambda: _status_entry(sock, "bridge:cam0"), what="the bridge in status")
+    wait_for(lambda: _status_entry(sock, "bridge:cam0")["figures"].get("sent"), what="figures")
+    figures = _status_entry(sock, "bridge:cam0")["figures"]
+    assert figures["sent"] >= 20 and {"dropped", "bytes_per_s", "in_flight"} <= set(figures)
 
 
 def _status_entry(sock: str, name: str) -> dict | None:
