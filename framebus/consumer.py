@@ -14,7 +14,7 @@ import os
 import time
 from typing import AsyncIterator, Iterator, Mapping
 
-from . import _protocol as protocol
+from . import _iteration, _protocol as protocol
 from ._protocol import CHANNELS, LATEST, POLICIES, ZMQ, Announcement, Channel, Policy
 from ._session import Session
 from .errors import (BusClosed, FramebusError, NoProducer, ProducerGone,
@@ -142,21 +142,9 @@ class Consumer:
         Ends when the producer shuts down cleanly; raises `ProducerGone` if it
         vanished (with `reconnect`, it waits for the producer instead).
         """
-        frame: Frame | None = None
-        try:
-            while True:
-                try:
-                    # Releases the previous frame before asking (so max_held=1
-                    # works), in the same message as the request.
-                    frame = self._next(None, after=frame)
-                except ProducerGone as exc:
-                    if exc.clean:
-                        return
-                    raise
-                yield frame
-        finally:
-            if frame is not None:
-                frame.release()
+        # Each request releases the previous frame first (so max_held=1
+        # works), in the same message.
+        return _iteration.frames(lambda previous: self._next(None, after=previous))
 
     async def __aiter__(self) -> AsyncIterator[Frame]:
         """`iter()` for asyncio: ``async for frame in cam``."""

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from numpy.typing import NDArray
 
+from . import _iteration
 from ._zenoh import (FrameHeader, Info, Keys, import_simplejpeg, import_zenoh, last_chunk, new_id, open_session,
                      tight, unpack_message, zenoh_config)
 from .errors import FramebusError, NoProducer, ProducerGone, ProtocolError, Timeout
@@ -219,21 +220,12 @@ class RemoteConsumer:
         Ends when the bridge shuts down cleanly; raises `ProducerGone` if it
         vanished (with `reconnect`, it waits for the bridge instead).
         """
-        frame: RemoteFrame | None = None
-        try:
-            while True:
-                if frame is not None:
-                    frame.release()
-                try:
-                    frame = self.get()
-                except ProducerGone as exc:
-                    if exc.clean:
-                        return
-                    raise
-                yield frame
-        finally:
-            if frame is not None:
-                frame.release()
+        def take(previous: RemoteFrame | None) -> RemoteFrame:
+            if previous is not None:
+                previous.release()
+            return self.get()
+
+        return _iteration.frames(take)
 
     def close(self) -> None:
         """Release every held frame and leave the Zenoh network. Safe twice."""

@@ -120,3 +120,22 @@ def no_leaks() -> Iterator[None]:
     gc.collect()
     assert me.num_fds() == fds, "file descriptors leaked"
     assert {c.pid for c in me.children()} <= children, "child processes left behind"
+
+
+def publishing(bus):
+    """Publish a frame every 20 ms until stopped (a child may be waiting for
+    one at any moment): returns (stop event, thread)."""
+    import threading
+
+    import framebus
+    stop = threading.Event()
+
+    def loop():
+        while not stop.wait(0.02):
+            try:
+                bus.publish(bus.acquire(timeout=0.5))
+            except framebus.FramebusError:
+                return
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return stop, thread

@@ -14,7 +14,7 @@ import framebus
 from framebus import _protocol as protocol
 from framebus.report import query_status
 
-from .conftest import ROOT, wait_for
+from .conftest import ROOT, publishing, wait_for
 
 NOBODY = pwd.getpwnam("nobody")
 FMT = framebus.FrameFormat(64, 48, "GREY")
@@ -48,22 +48,6 @@ def run_as_nobody(sock: str) -> dict:
 def open_dir(workdir):
     os.chmod(workdir, 0o755)  # let nobody reach the socket file itself
     return workdir
-
-
-def publishing(bus):
-    """Publish a frame every time the child might be waiting for one."""
-    import threading
-    stop = threading.Event()
-
-    def loop():
-        while not stop.wait(0.02):
-            try:
-                bus.publish(bus.acquire(timeout=0.5))
-            except framebus.FramebusError:
-                return
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    return stop, thread
 
 
 def test_socket_mode_keeps_other_users_out(open_dir):

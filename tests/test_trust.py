@@ -25,7 +25,7 @@ from framebus.buffers import MEMFD, BufferTable, Memory, Plane
 from framebus.linux import fdpass, memfd
 from framebus.report import query_status
 
-from .conftest import ROOT, read_json
+from .conftest import ROOT, publishing, read_json
 
 NOBODY = pwd.getpwnam("nobody")
 FMT = framebus.FrameFormat(64, 48, "GREY")
@@ -81,21 +81,6 @@ def test_group():
         yield grp.getgrnam(name).gr_gid
     finally:
         subprocess.run(["groupdel", name], check=True, capture_output=True, timeout=30)
-
-
-def publishing(bus):
-    """Publish a frame every 20 ms until stopped: (stop event, thread)."""
-    stop = threading.Event()
-
-    def loop():
-        while not stop.wait(0.02):
-            try:
-                bus.publish(bus.acquire(timeout=0.5))
-            except framebus.FramebusError:
-                return
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    return stop, thread
 
 
 # --- consumers authenticate the producer --------------------------------------------------
