@@ -15,7 +15,8 @@ import pwd
 import socket
 import stat
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from . import _protocol as protocol
 from .errors import (FramebusError, NoProducer, PermissionDenied, ProducerGone, ProducerRefusedConnection,
@@ -197,3 +198,25 @@ def _answer(data: bytes, path: str) -> bytes:
             raise PermissionDenied(f"producer refused this client: {reason}")
         raise Refused(f"producer refused this client ({code}): {reason}")
     return data
+
+
+@contextmanager
+def role_client(path: str, role: str, answer: protocol.Message, timeout: float,
+                producer_uid: int | None = None) -> Iterator[tuple[socket.socket, tuple[Any, ...]]]:
+    """A client that maps nothing (`framebus status`, `framebus controls`):
+    connect, take HELLO, close its fds, ATTACH as `role`; yields the socket and
+    the fields of the producer's answer, which must be `answer`."""
+    sock = connect(path, timeout, producer_uid)
+    try:
+        _, fds = read_hello(sock, path)
+        fdpass.close_all(fds)
+        yield sock, expect_answer(attach(sock, path, role), answer)
+    finally:
+        sock.close()
+
+
+def expect_answer(decoded: protocol.Decoded, kind: protocol.Message) -> tuple[Any, ...]:
+    """`decoded`'s fields, if it is a `kind` message."""
+    if decoded.kind is not kind:
+        raise ProtocolError(f"expected {kind.name}, got {decoded.kind.name}")
+    return decoded.values

@@ -181,8 +181,8 @@ def unpack_message(data: bytes) -> FrameHeader | str:
 def _unpack(data: bytes, what: str) -> dict[str, Any]:
     try:
         fields = msgpack.unpackb(data)
-    except ValueError as exc:
-        raise ProtocolError(f"bad {what} from the bridge: {exc}") from None
+    except Exception as exc:  # msgpack raises several unrelated types for bad bytes
+        raise ProtocolError(f"bad {what} from the bridge: {type(exc).__name__}: {exc}") from None
     if not isinstance(fields, dict):
         raise ProtocolError(f"bad {what} from the bridge: not a map")
     if fields.get("bye") is None and fields.get("v") != PROTOCOL:

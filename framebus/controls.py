@@ -20,8 +20,6 @@ from typing import Any, Mapping, Protocol
 
 from . import _handshake as handshake, _protocol as protocol, paths
 from .commands import Command
-from .errors import ProtocolError
-from .linux import fdpass
 
 __all__ = ["COMMAND", "Controls", "list_controls", "set_controls"]
 
@@ -56,24 +54,17 @@ def set_controls(path: str, values: Mapping[str, int | str], timeout: float = 2.
 
 def _ask(path: str, values: dict[str, int | str] | None, timeout: float,
          producer_uid: int | None) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    sock = handshake.connect(path, timeout, producer_uid=producer_uid)
-    try:
-        _, fds = handshake.read_hello(sock, path)
-        fdpass.close_all(fds)  # a controls client maps nothing
-        answer = handshake.attach(sock, path, "controls")
-        if answer.kind is not protocol.CONTROLS:
-            raise ProtocolError(f"expected CONTROLS, got {answer.kind.name}")
+    with handshake.role_client(path, "controls", protocol.CONTROLS, timeout,
+                               producer_uid) as (sock, fields):
         if values is not None:
-            answer = handshake.request(sock, path, protocol.SET_CONTROLS.encode(values))
-            if answer.kind is not protocol.CONTROLS:
-                raise ProtocolError(f"expected CONTROLS, got {answer.kind.name}")
-        controls, applied = answer.values
-        for control in controls:
-            if isinstance(control, dict) and isinstance(control.get("menu"), dict):
-                control["menu"] = {int(k): v for k, v in control["menu"].items()}
-        return controls, applied
-    finally:
-        sock.close()
+            fields = handshake.expect_answer(
+                handshake.request(sock, path, protocol.SET_CONTROLS.encode(values)),
+                protocol.CONTROLS)
+    controls, applied = fields
+    for control in controls:
+        if isinstance(control, dict) and isinstance(control.get("menu"), dict):
+            control["menu"] = {int(k): v for k, v in control["menu"].items()}
+    return controls, applied
 
 
 def wire_controls(described: list[dict[str, Any]]) -> list[dict[str, Any]]:

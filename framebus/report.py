@@ -11,8 +11,6 @@ from typing import Any
 
 from . import _handshake as handshake, _protocol as protocol, paths
 from .commands import Command
-from .errors import ProtocolError
-from .linux import fdpass
 
 
 def query_status(path: str, timeout: float = 2.0,
@@ -22,17 +20,10 @@ def query_status(path: str, timeout: float = 2.0,
     The producer must run as root, as this process's uid, or as
     `producer_uid`; otherwise `framebus.PermissionDenied` naming its uid.
     """
-    sock = handshake.connect(path, timeout, producer_uid)
-    try:
-        _, fds = handshake.read_hello(sock, path)
-        fdpass.close_all(fds)  # a status client maps nothing
-        answer = handshake.attach(sock, path, "status")
-        if answer.kind is not protocol.STATUS:
-            raise ProtocolError(f"expected STATUS, got {answer.kind.name}")
-        report: dict[str, Any] = answer.values[0]
+    with handshake.role_client(path, "status", protocol.STATUS, timeout,
+                               producer_uid) as (_, fields):
+        report: dict[str, Any] = fields[0]
         return report
-    finally:
-        sock.close()
 
 
 def format_status(report: dict[str, Any]) -> str:
