@@ -42,6 +42,9 @@ BYE_SEQ = 0  # what a consumer acknowledges a goodbye as (frame seqs start at 1)
 BYE_TIMEOUT = 1.0  # how long a stopping bridge waits for its goodbyes to be acknowledged
 ACK_TIMEOUT = 2.0  # a frame not acknowledged by then is counted lost and its slot freed
 _WAIT = 0.1  # the main loop's longest sleep (stop signal, new links, reports)
+# Remote consumers served at once: each costs a publisher and a sender thread, and
+# anyone who reaches the Zenoh network can declare one (a liveliness token).
+MAX_LINKS = 32
 
 
 class Link:
@@ -130,6 +133,7 @@ class Bridge:
         # (lease held, Zenoh's copy) in ms for each frame since the last report
         self._timing: list[tuple[float, float]] = []
         self.revoked = 0  # frames not sent because their lease was revoked while read
+        self.refused_links = 0  # remote consumers turned away (MAX_LINKS)
         self._closed = Figures()  # totals of links that have gone
         self._rate_mark = (time.monotonic(), 0, 0)  # (time, sent, bytes) at the last report
 
@@ -248,7 +252,12 @@ class Bridge:
         """Remote consumers that came or went (declared here, not in Zenoh's callbacks)."""
         while not self._events.empty():
             came, cid = self._events.get()
-            if came and cid not in self.links:
+            if came and cid not in self.links and len(self.links) >= MAX_LINKS:
+                self.refused_links += 1
+                if self.refused_links in (1, 10, 100, 1000):
+                    print(f"bridge {self.args.key}: {self.refused_links} remote consumer(s) "
+                          f"turned away: {MAX_LINKS} are served at most", file=sys.stderr)
+            elif came and cid not in self.links:
                 publisher = self.session.declare_publisher(
                     self.keys.frame(cid), congestion_control=self.zenoh.CongestionControl.BLOCK)
                 with self._lock:
@@ -278,7 +287,8 @@ class Bridge:
             "fps": round((figures.sent - mark_sent) / elapsed, 1),
             "bytes_per_s": int((figures.bytes - mark_bytes) / elapsed),
             "lease_ms": round(float(lease_ms), 2), "zenoh_copy_ms": round(float(zenoh_ms), 2),
-            "bus_dropped": self.cam.dropped, "revoked": self.revoked}
+            "bus_dropped": self.cam.dropped, "revoked": self.revoked,
+            "refused_links": self.refused_links}
         print(format_figures(self.args.key, report), file=sys.stderr, flush=True)
         try:
             self.cam.publish_figures(report)  # shown by `framebus status`
