@@ -6,10 +6,15 @@ get it (over the consumer's control socket, or through its uid's bus relay),
 and applies the CREDITs, RELEASEs and REPORTs waiting on the relay links and
 socket-channel connections. The server thread calls it too, when it is the
 one awake. Nothing here blocks; work per call is bounded.
+
+Where acks arrive is one epoll set (`AckSources`): a pump asks it which
+sources are ready and reads only those, and `acquire()` sleeps on it, so
+neither costs a system call per consumer.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 from typing import Callable
 
@@ -17,11 +22,44 @@ from . import _protocol as protocol
 from ._bus import Bus, Subscriber
 from ._protocol import SOCKET, ZMQ
 from ._ratelimit import RateLimitedLog
-from ._relays import RelayPool
+from ._relays import RelayLink, RelayPool
 from .errors import ProtocolError
 
 _LINK_MESSAGES = 16  # per relay per pump; each carries up to 32 KiB of acks
 _SOCKET_MESSAGES = 64  # per socket-channel consumer per pump
+
+
+class AckSources:
+    """The fds acks arrive on (relay links, socket-channel connections) and
+    a wake-up pipe, in one level-triggered epoll set."""
+
+    def __init__(self, wake_fd: int) -> None:
+        self._epoll = select.epoll()
+        self._wake_fd = wake_fd
+        self._epoll.register(wake_fd, select.EPOLLIN)
+        self.sources: dict[int, Subscriber | RelayLink] = {}
+
+    def add(self, fd: int, source: Subscriber | RelayLink) -> None:
+        self._epoll.register(fd, select.EPOLLIN)
+        self.sources[fd] = source
+
+    def discard(self, fd: int) -> None:
+        """Stop watching `fd` (before it is closed); safe if not watched."""
+        if self.sources.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+
+    def ready(self) -> list[Subscriber | RelayLink]:
+        """The sources with something to read (or a hang-up), now."""
+        sources = self.sources
+        return [sources[fd] for fd, _ in self._epoll.poll(0) if fd in sources]
+
+    def wait(self, timeout: float | None) -> None:
+        """Sleep until a source or the wake-up pipe is readable, or `timeout` s."""
+        self._epoll.poll(-1 if timeout is None else max(timeout, 0.0), 1)
+
+    def close(self) -> None:
+        self.sources.clear()
+        self._epoll.close()
 
 
 class Delivery:
@@ -30,16 +68,18 @@ class Delivery:
     Args:
         sockets: each consumer's control connection, by subscriber id (the
             server's own dict: it adds and removes them).
+        acks: where acks arrive (the server adds and removes sources).
         notify: wakes the server thread (a departure or a dead relay seen here).
         lease_timeout: seconds a lease lasts at least; the producer may change it.
     """
 
     def __init__(self, bus: Bus, relays: RelayPool, sockets: dict[int, socket.socket],
-                 rate_log: RateLimitedLog, notify: Callable[[], None],
+                 acks: AckSources, rate_log: RateLimitedLog, notify: Callable[[], None],
                  lease_timeout: float) -> None:
         self._bus = bus
         self._relays = relays
         self._sockets = sockets
+        self._acks = acks
         self._rate_log = rate_log
         self._notify = notify
         self.lease_timeout = lease_timeout
@@ -71,27 +111,32 @@ class Delivery:
     def pump(self, now: float) -> bool:
         """Apply every ack waiting (a bounded batch); True if a buffer was freed."""
         freed = False
+        for source in self._acks.ready():
+            if isinstance(source, RelayLink):
+                freed |= self._read_relay(source, now)
+            else:
+                freed |= self.read_socket_channel(source, now)
+        return freed
+
+    def _read_relay(self, relay: RelayLink, now: float) -> bool:
         bus = self._bus
-        for relay in self._relays.values():
-            if not relay.alive:
-                continue
-            for token, payload, problem in relay.receive(_LINK_MESSAGES):
-                sub = bus.subscribers.get(token)
-                if sub is None or sub.channel != ZMQ:
-                    bus.counters["unknown_peer"] += 1
-                elif problem:
-                    bus.violation(sub, problem, now)
-                    sub.cut_off = sub.cut_off or problem
-                else:
-                    freed |= self._on_bus_message(sub, payload, now)
-            if not relay.alive:
-                self._notify()  # the server thread reaps it
-        for sub in list(bus.subscribers.values()):
-            if sub.channel == SOCKET:
-                freed |= self.read_socket_channel(sub, now)
+        freed = False
+        for token, payload, problem in relay.receive(_LINK_MESSAGES):
+            sub = bus.subscribers.get(token)
+            if sub is None or sub.channel != ZMQ:
+                bus.counters["unknown_peer"] += 1
+            elif problem:
+                bus.violation(sub, problem, now)
+                sub.cut_off = sub.cut_off or problem
+            else:
+                freed |= self._on_bus_message(sub, payload, now)
+        if not relay.alive:
+            self._acks.discard(relay.fileno())  # at EOF it would be ready for ever
+            self._notify()  # the server thread reaps it
         return freed
 
     def read_socket_channel(self, sub: Subscriber, now: float) -> bool:
+        """Apply what `sub` sent on its control socket (channel "socket")."""
         conn = self._sockets.get(sub.id)
         freed = False
         if conn is None:
@@ -102,7 +147,8 @@ class Delivery:
             except OSError:
                 break  # EAGAIN, or an error the server thread sees as a departure
             if not data:
-                self._notify()  # EOF: the server thread drops it
+                self._acks.discard(conn.fileno())  # at EOF it would be ready for ever
+                self._notify()  # the server thread drops it
                 break
             freed |= self._on_bus_message(sub, data, now)
         return freed
@@ -111,7 +157,7 @@ class Delivery:
         """A CREDIT, RELEASE or REPORT from `sub`, checked first."""
         bus = self._bus
         try:
-            kind, values = protocol.decode(payload, protocol.BUS, protocol.MAX_ZMQ_MESSAGE)
+            kind, values = protocol.decode_bus(payload)
         except ProtocolError as exc:
             bus.violation(sub, str(exc), now)
             return False
@@ -135,5 +181,3 @@ class Delivery:
             payload = protocol.encode_frame(info.seq, index, info.timestamp_ns, info.bytesused)
             if self.send_frame([sub], payload):
                 self._bus.delivered(sub, index, now + self.lease_timeout)
-
-    # ------------------------------------------------------ the thread

@@ -234,3 +234,31 @@ def decode_frame(payload: bytes) -> Announcement:
                 and index <= 255):
             return Announcement(seq, index, stamp, used)
     return Announcement(*expect(payload, FRAME, BUS, MAX_ZMQ_MESSAGE))
+
+
+# RELEASE's fast path, likewise: the release of one frame (what a consumer
+# sends per frame) always has this layout, still plain msgpack:
+# [12, [seq], credit, received] with seq and received as uint64, credit uint16.
+_RELEASE_LAYOUT = struct.Struct(">BBBBQBHBQ")
+RELEASE_SIZE = _RELEASE_LAYOUT.size
+_ARRAY4, _ARRAY1, _UINT16 = 0x94, 0x91, 0xCD
+
+
+def encode_release(seqs: list[int], credit: int, received: int) -> bytes:
+    """RELEASE (the fixed layout for one seq, valid msgpack either way)."""
+    if len(seqs) == 1:
+        return _RELEASE_LAYOUT.pack(_ARRAY4, RELEASE.code, _ARRAY1, _UINT64, seqs[0],
+                                    _UINT16, credit, _UINT64, received)
+    return RELEASE.encode(seqs, credit, received)
+
+
+def decode_bus(payload: bytes) -> Decoded:
+    """A consumer's bus message (CREDIT, RELEASE, REPORT or anything in
+    `BUS`), checked: a one-frame RELEASE in the fixed layout at once, the
+    rest the generic way. Raises ProtocolError."""
+    if len(payload) == RELEASE_SIZE:
+        a, kind, a1, t1, seq, t2, credit, t3, received = _RELEASE_LAYOUT.unpack(payload)
+        if (a == _ARRAY4 and kind == RELEASE.code and a1 == _ARRAY1 and t1 == t3 == _UINT64
+                and t2 == _UINT16 and credit <= 256):
+            return Decoded(RELEASE, ((seq,), credit, received))
+    return decode(payload, BUS, MAX_ZMQ_MESSAGE)

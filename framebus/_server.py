@@ -29,7 +29,7 @@ from ._control import POLL_IN, Attach, ControlServer, send_quietly
 from ._endpoint import PrivateDir
 from ._protocol import SOCKET, ZMQ
 from ._ratelimit import RateLimitedLog
-from ._delivery import Delivery
+from ._delivery import AckSources, Delivery
 from ._relays import RelayLink, RelayPool
 from ._controls_service import ControlRequests
 from .controls import Controls
@@ -74,8 +74,9 @@ class Server:
         self._acquire_wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._poller.register(control.fileno(), select.POLLIN)
         self._poller.register(self._wake[0], select.POLLIN)
-        self.delivery = Delivery(bus, self.relays, self._sockets, rate_log, self.notify,
-                                 lease_timeout)
+        self.acks = AckSources(self._acquire_wake[0])
+        self.delivery = Delivery(bus, self.relays, self._sockets, self.acks, rate_log,
+                                 self.notify, lease_timeout)
         self.send_frame = self.delivery.send_frame
         self.pump = self.delivery.pump
         self._thread = threading.Thread(target=self._run, name="framebus-server", daemon=True)
@@ -89,14 +90,6 @@ class Server:
         return self.relays.endpoint_for(uid)
 
     # ------------------------------------------- the hot path (lock held)
-    def ack_fds(self) -> list[int]:
-        """What `acquire()` sleeps on: where releases arrive, and a wake-up."""
-        fds = [relay.fileno() for relay in self.relays.values() if relay.alive]
-        fds += [self._sockets[s.id].fileno() for s in self.bus.subscribers.values()
-                if s.channel == SOCKET and s.id in self._sockets]
-        fds.append(self._acquire_wake[0])
-        return fds
-
     def acquire_woken(self) -> None:
         _drain_pipe(self._acquire_wake[0])
 
@@ -170,8 +163,7 @@ class Server:
             self._wake_acquire()
 
     def _wake_acquire(self) -> None:
-        """Make a waiting acquire() look again (a buffer was freed, or there
-        are new fds to watch)."""
+        """Make a waiting acquire() look again (a buffer was freed)."""
         if self.acquire_waiters:
             try:
                 os.write(self._acquire_wake[1], b"x")
@@ -239,7 +231,8 @@ class Server:
         self._conns[a.conn.fileno()] = sub
         self._sockets[sub.id] = a.conn
         self._poller.register(a.conn, POLL_IN)
-        self._wake_acquire()  # a waiting acquire() must watch this consumer's acks too
+        if sub.channel == SOCKET:
+            self.acks.add(a.conn.fileno(), sub)  # a waiting acquire() sees it at once
         log.info("consumer %r attached (pid %d, uid %d, %s, holds up to %d)",
                  sub.name, sub.peer.pid, sub.peer.uid, a.policy, sub.quota)
 
@@ -254,7 +247,7 @@ class Server:
                 self.lock.acquire()
             self.relays[uid] = relay
             self._poller.register(relay.fileno(), select.POLLIN)
-            self._wake_acquire()
+            self.acks.add(relay.fileno(), relay)
         return relay
 
     def _on_control(self, sub: Subscriber, mask: int, now: float) -> bool:
@@ -295,6 +288,7 @@ class Server:
                 send_quietly(conn, protocol.BYE.encode(bye[:1000], clean))
             self._conns.pop(conn.fileno(), None)
             self._poller.unregister(conn)
+            self.acks.discard(conn.fileno())
             conn.close()
         reclaimed = self._forget(sub)
         log.info("consumer %r (pid %d) %s; reclaimed %d leases",
@@ -317,6 +311,7 @@ class Server:
             if relay.idle_since and now - relay.idle_since >= RELAY_IDLE:
                 del self.relays[uid]
                 self._poller.unregister(relay.fileno())
+                self.acks.discard(relay.fileno())
                 relay.close()
 
     def _reap_relays(self) -> bool:
@@ -329,6 +324,7 @@ class Server:
             del self.relays[uid]
             reaped = True
             self._poller.unregister(relay.fileno())
+            self.acks.discard(relay.fileno())
             relay.close()
             status = relay.process.returncode
             log.warning("the bus relay for uid %d ended (status %s); its consumers are "
@@ -374,6 +370,7 @@ class Server:
                     self._drop(sub, "detached at shutdown", bye=reason, clean=True)
         self.relays.close()
         self._requests.close()
+        self.acks.close()
         for fd in (*self._wake, *self._acquire_wake):
             os.close(fd)
 

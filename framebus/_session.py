@@ -147,7 +147,7 @@ class Session:
     def release(self, frame: Frame) -> None:
         """`frame` (of this session) is released: tell the producer."""
         if self.held.pop(frame.seq, None) is not None:
-            self.send(protocol.RELEASE.encode([frame.seq], 0, self.received))
+            self.send(protocol.encode_release([frame.seq], 0, self.received))
 
     def receive(self, deadline: float | None, timeout: float | None) -> Announcement:
         """The next FRAME; raises `ProducerGone` or `Timeout`.

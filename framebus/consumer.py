@@ -263,7 +263,7 @@ class Consumer:
                 credit = 1
                 self._credit_pending = True
         if releasing:
-            session.send(protocol.RELEASE.encode(releasing, credit, session.received))
+            session.send(protocol.encode_release(releasing, credit, session.received))
             releasing.clear()  # sent once, even if the session is replaced
         elif credit:
             session.send(protocol.CREDIT.encode(credit))

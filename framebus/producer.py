@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import select
 import threading
 import time
 from typing import Iterable
@@ -158,7 +157,6 @@ class Producer:
                     # a pixel, so a consumer that reads, then checks valid(), is safe.
                     board.invalidate(index)
                     return self._pool.buffers[index]
-                fds = server.ack_fds()
                 server.acquire_waiters += 1
             try:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -167,7 +165,7 @@ class Producer:
                         leased = bus.leases.leased_count()
                     raise Timeout(f"no free buffer within {timeout} s "
                                   f"({leased} of {len(self.buffers)} leased)")
-                _wait_readable(fds, remaining)
+                server.acks.wait(remaining)
             finally:
                 with self._lock:
                     server.acquire_waiters -= 1
@@ -303,11 +301,3 @@ class Producer:
             "unknown_peer": self._bus.counters["unknown_peer"] + relay.get("unknown_peer", 0),
             "relays": len(self._server.relays), "relay": relay,
         }
-
-
-def _wait_readable(fds: list[int], timeout: float | None) -> None:
-    poller = select.poll()
-    for fd in fds:
-        poller.register(fd, select.POLLIN)
-    poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1))
-

@@ -146,7 +146,10 @@ def test_lean_reference_moves_frames_and_leases(name: str, lossless: bool, tmp_p
                     break
                 dropped.append(prod.publish(frame, seq, 0))
             del frame
-            if not lossless:  # (lean-zmq: a release may still be on its way, so an earlier drop is fine)
+            if name == transports.LEAN_ZMQ and not lossless:
+                # a release may still be on its way: which of the frames is dropped varies
+                assert 1 in dropped, dropped
+            elif not lossless:
                 assert dropped[-1] == (0 if name == transports.FLOOR else 1), dropped
         finally:
             cons.close()
