@@ -108,13 +108,11 @@ class Server:
                 # them (flat out, it is back within microseconds), it handles
                 # the acks itself: this thread listens there only for
                 # hang-ups, so the two never race for each release. A credit
-                # waits at most HOT_WINDOW for one of them.
+                # waits at most 2 * HOT_WINDOW for one of them.
                 hot = self.hot_until - time.monotonic()
                 self._mute_acks(self.acquire_waiters > 0 or hot > 0)
-                timeout = self._poll_timeout()
-                if hot > 0:
-                    timeout = min(timeout, int(hot * 1000) + 1)
-            events = self._poller.poll(timeout)
+                deadline = self._next_wake()
+            events = self._sleep(deadline)
             with self.lock:
                 if self.closed:
                     break
@@ -170,9 +168,30 @@ class Server:
             except BlockingIOError:
                 pass  # already pending
 
+    def _sleep(self, deadline: float) -> list[tuple[int, int]]:
+        """Poll until an event or `deadline`. While the acks are muted, wake
+        every HOT_WINDOW to see, without the lock, whether acquire() still
+        handles them: flat out it runs every few microseconds, and a thread
+        that took the lock to find that out (or was woken to) would cost the
+        publishing thread a futex wake-up on many of its releases. A stale
+        read costs one more slice.
+        """
+        while True:
+            now = time.monotonic()
+            until = deadline
+            if self.muted:
+                if self.hot_until <= now and not self.acquire_waiters:
+                    return []  # time to take the acks back
+                until = min(deadline, now + HOT_WINDOW)
+            events = self._poller.poll(max(0, int((until - now) * 1000) + 1))
+            if events or time.monotonic() >= deadline:
+                return events
+
     def _mute_acks(self, mute: bool) -> None:
         """Poll the ack fds (relay links, socket-channel connections) for
         data, or (`mute`) for hang-ups only."""
+        if mute == self.muted:
+            return
         self.muted = mute
         mask = 0 if mute else POLL_IN
         for relay in self.relays.values():
@@ -181,7 +200,7 @@ class Server:
             if sub.channel == SOCKET and sub.id in self._sockets:
                 self._poller.modify(self._sockets[sub.id], mask)
 
-    def _poll_timeout(self) -> int:
+    def _next_wake(self) -> float:
         # Leases granted on the hot path do not wake this thread (that would
         # cost a syscall and a thread switch per frame): it looks at least
         # four times per lease timeout instead, so a lease is revoked at most
@@ -192,7 +211,7 @@ class Server:
                          min(idle, default=None)):
             if deadline is not None:
                 wake = min(wake, deadline)
-        return max(0, int((wake - time.monotonic()) * 1000) + 1)
+        return wake
 
     def _on_attach(self, a: Attach, now: float) -> None:
         if a.role == "status":
@@ -230,7 +249,8 @@ class Server:
             return
         self._conns[a.conn.fileno()] = sub
         self._sockets[sub.id] = a.conn
-        self._poller.register(a.conn, POLL_IN)
+        # (a socket-channel connection carries acks: muted like the others)
+        self._poller.register(a.conn, 0 if self.muted and sub.channel == SOCKET else POLL_IN)
         if sub.channel == SOCKET:
             self.acks.add(a.conn.fileno(), sub)  # a waiting acquire() sees it at once
         log.info("consumer %r attached (pid %d, uid %d, %s, holds up to %d)",
@@ -246,7 +266,7 @@ class Server:
             finally:
                 self.lock.acquire()
             self.relays[uid] = relay
-            self._poller.register(relay.fileno(), select.POLLIN)
+            self._poller.register(relay.fileno(), 0 if self.muted else POLL_IN)
             self.acks.add(relay.fileno(), relay)
         return relay
 

@@ -169,10 +169,9 @@ class Producer:
             finally:
                 with self._lock:
                     server.acquire_waiters -= 1
+                    server.hot_until = time.monotonic() + HOT_WINDOW
                     if not server.closed:  # (close() frees the wake pipe once we are out)
                         server.acquire_woken()
-                        if server.muted and not server.acquire_waiters:
-                            server.notify()  # the acks are the server thread's again
 
     def publish(self, buffer: Buffer, timestamp_ns: int | None = None,
                 bytesused: int | None = None) -> int:
