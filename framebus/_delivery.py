@@ -25,8 +25,7 @@ from ._ratelimit import RateLimitedLog
 from ._relays import RelayLink, RelayPool
 from .errors import ProtocolError
 
-_LINK_MESSAGES = 16  # per relay per pump; each carries up to 32 KiB of acks
-_SOCKET_MESSAGES = 64  # per socket-channel consumer per pump
+_SOCKET_MESSAGES = 64  # per socket-channel consumer when the server thread reads
 
 
 class AckSources:
@@ -109,19 +108,25 @@ class Delivery:
         return sent
 
     def pump(self, now: float) -> bool:
-        """Apply every ack waiting (a bounded batch); True if a buffer was freed."""
+        """Apply the acks waiting: one message from each source that has
+        one; True if a buffer was freed.
+
+        One per source: flat out there is one per consumer per frame, and
+        reading on to the EAGAIN would double the system calls. What is left
+        stays ready (the set is level-triggered) for the next pump.
+        """
         freed = False
         for source in self._acks.ready():
             if isinstance(source, RelayLink):
                 freed |= self._read_relay(source, now)
             else:
-                freed |= self.read_socket_channel(source, now)
+                freed |= self.read_socket_channel(source, now, 1)
         return freed
 
     def _read_relay(self, relay: RelayLink, now: float) -> bool:
         bus = self._bus
         freed = False
-        for token, payload, problem in relay.receive(_LINK_MESSAGES):
+        for token, payload, problem in relay.receive(1):  # one link message: <= 256 acks
             sub = bus.subscribers.get(token)
             if sub is None or sub.channel != ZMQ:
                 bus.counters["unknown_peer"] += 1
@@ -135,13 +140,15 @@ class Delivery:
             self._notify()  # the server thread reaps it
         return freed
 
-    def read_socket_channel(self, sub: Subscriber, now: float) -> bool:
-        """Apply what `sub` sent on its control socket (channel "socket")."""
+    def read_socket_channel(self, sub: Subscriber, now: float,
+                            limit: int = _SOCKET_MESSAGES) -> bool:
+        """Apply what `sub` sent on its control socket (channel "socket"),
+        up to `limit` messages."""
         conn = self._sockets.get(sub.id)
         freed = False
         if conn is None:
             return False
-        for _ in range(_SOCKET_MESSAGES):
+        for _ in range(limit):
             try:
                 data = conn.recv(protocol.MAX_CONTROL_MESSAGE)
             except OSError:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import select
+import socket
+import struct
 import threading
 import time
 from typing import TYPE_CHECKING, cast
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from .frame import Frame
 
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
+_DONTWAIT = socket.MSG_DONTWAIT
+_TIMEVAL = struct.Struct("@ll")  # SO_RCVTIMEO's struct timeval
 
 
 class Session:
@@ -58,6 +62,7 @@ class Session:
         self.closed = False
         self.gone: ProducerGone | None = None
         self._spin = spin
+        self._rcvtimeo: float | None = None  # the control socket's SO_RCVTIMEO, as last set
         self._lock = threading.Lock()
         self._mapping: ReadOnlyMapping | None = None
         self.status: StatusBoard | None = None
@@ -79,7 +84,11 @@ class Session:
                 self._dealer.setsockopt(zmq.ROUTING_ID, token)
                 self._dealer.connect(endpoint)
                 self._epoll.register(self._dealer.fileno(), select.EPOLLIN)  # zmq.FD
-            self._ctrl.setblocking(False)
+            # Blocking from now on: the socket channel's wait for a FRAME is
+            # then one recv() with a kernel timeout (SO_RCVTIMEO), where a
+            # Python timeout would poll() first. Every other use passes
+            # MSG_DONTWAIT.
+            self._ctrl.settimeout(None)
             if channel == ZMQ and policy == QUEUE:
                 self.send(protocol.CREDIT.encode(0))  # "connected": frames may flow
         except BaseException:
@@ -140,7 +149,7 @@ class Session:
                 if self._dealer is not None:
                     self._dealer.send(payload, _NOBLOCK)
                 else:
-                    self._ctrl.send(payload)
+                    self._ctrl.send(payload, _DONTWAIT)
             except (zmq.ZMQError, OSError):
                 pass  # full (EAGAIN), or the producer hung up: receive() reports that
 
@@ -155,50 +164,110 @@ class Session:
         With `spin`, first polls without sleeping for up to that many seconds:
         lower latency for a core's worth of CPU while it waits.
         """
-        announced = self.try_receive()
-        if announced is not None:
-            return announced
         if self._spin:
             spin_end = time.monotonic() + self._spin
             while time.monotonic() < spin_end:
                 announced = self.try_receive()
                 if announced is not None:
                     return announced
-        assert self._epoll is not None
-        while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if self._epoll.poll(-1 if remaining is None else remaining):
-                announced = self.try_receive()
-                if announced is not None:
-                    return announced
-            if deadline is not None and time.monotonic() >= deadline:
-                raise Timeout(f"no frame within {timeout} s")
+        if self.channel == SOCKET:
+            return self._wait_control(deadline, timeout)
+        return self._wait_dealer(deadline, timeout)
 
     def try_receive(self) -> Announcement | None:
         """A FRAME if one is waiting, without blocking; raises `ProducerGone`."""
         if self.gone is not None:
             raise self.gone
-        dealer = self._dealer
-        if dealer is not None:
-            with self._lock:
-                if self.closed:
-                    raise ProducerGone("the session is closed")
-                payload = dealer.recv(_NOBLOCK) if cast(int, dealer.getsockopt(_EVENTS)) & _POLLIN else None
-            if payload is not None:
-                return protocol.decode_frame(payload)
+        if self._dealer is not None:
+            announced = self._try_dealer()
+            if announced is not None:
+                return announced
         return self._read_control()
+
+    def _try_dealer(self) -> Announcement | None:
+        """A FRAME from zmq if one is waiting."""
+        dealer = self._dealer
+        assert dealer is not None
+        with self._lock:
+            if self.closed:
+                raise ProducerGone("the session is closed")
+            payload = dealer.recv(_NOBLOCK) if cast(int, dealer.getsockopt(_EVENTS)) & _POLLIN else None
+        return None if payload is None else protocol.decode_frame(payload)
+
+    def _wait_dealer(self, deadline: float | None, timeout: float | None) -> Announcement:
+        """The next FRAME from zmq (channel "zmq"), reading the control
+        socket only when it has something (a goodbye, a hang-up)."""
+        assert self._epoll is not None
+        ctrl = self._ctrl.fileno()
+        while True:
+            if self.gone is not None:
+                raise self.gone
+            announced = self._try_dealer()  # (zmq's fd only signals news after this)
+            if announced is not None:
+                return announced
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise Timeout(f"no frame within {timeout} s")
+            for fd, _ in self._epoll.poll(-1 if remaining is None else remaining):
+                if fd == ctrl:
+                    self._read_control()  # on this channel: raises, or nothing yet
+
+    def _wait_control(self, deadline: float | None, timeout: float | None) -> Announcement:
+        """The next FRAME on the control socket (channel "socket"): a
+        blocking recv() per frame, one system call when one is waiting."""
+        while True:
+            if self.gone is not None:
+                raise self.gone
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise Timeout(f"no frame within {timeout} s")
+            self._set_receive_timeout(remaining)
+            try:
+                # Not under the lock: a release may be sent from another
+                # thread meanwhile; close() shuts the socket down to wake us.
+                data = self._ctrl.recv(protocol.MAX_CONTROL_MESSAGE)
+            except BlockingIOError:
+                continue  # SO_RCVTIMEO ran out: look at the deadline again
+            except OSError as exc:
+                self.gone = ProducerGone(f"connection error: {exc}")
+                raise self.gone from None
+            if not data and self.closed:
+                raise ProducerGone("the session is closed")
+            return self._on_control(data)
+
+    def _set_receive_timeout(self, remaining: float | None) -> None:
+        """Set SO_RCVTIMEO near `remaining` (None: no limit); skipped while
+        the value set is close enough (at most 5 ms late, at least half),
+        as waits with a deadline repeat with slightly less time left."""
+        set_to = self._rcvtimeo
+        if remaining is None:
+            if set_to == 0.0:
+                return
+            remaining = 0.0  # 0: block without limit
+        elif set_to and remaining / 2 <= set_to <= remaining + 0.005:
+            return
+        else:
+            remaining = max(remaining, 1e-6)  # 0 would mean "for ever"
+        seconds = int(remaining)
+        self._ctrl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                              _TIMEVAL.pack(seconds, int((remaining - seconds) * 1e6)))
+        self._rcvtimeo = remaining
 
     def _read_control(self) -> Announcement | None:
         """A FRAME from the control socket (channel "socket"), or the news
         that the producer said goodbye or hung up (raised as ProducerGone)."""
         try:
-            with self._lock:
-                data = self._ctrl.recv(protocol.MAX_CONTROL_MESSAGE)
+            data = self._ctrl.recv(protocol.MAX_CONTROL_MESSAGE, _DONTWAIT)
         except BlockingIOError:
             return None
         except OSError as exc:
             self.gone = ProducerGone(f"connection error: {exc}")
             raise self.gone from None
+        return self._on_control(data)
+
+    def _on_control(self, data: bytes) -> Announcement:
+        """What came on the control socket: a FRAME, else the producer's
+        goodbye or hang-up, raised as ProducerGone."""
         if not data:
             self.gone = ProducerGone("the producer closed the connection (it exited or crashed)")
             raise self.gone
@@ -228,6 +297,10 @@ class Session:
                 self._ctx.term()
             if self._epoll is not None:
                 self._epoll.close()
+            try:
+                self._ctrl.shutdown(socket.SHUT_RDWR)  # wakes a recv() in another thread
+            except OSError:
+                pass  # not connected any more
             self._ctrl.close()
         if self._mapping is not None:
             self._mapping.close()
