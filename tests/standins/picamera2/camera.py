@@ -101,6 +101,7 @@ class SimCamera:
         self.underruns = 0
         self.error_frames = 0
         self.min_queued = count
+        self.dead = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -142,8 +143,9 @@ class SimCamera:
             stamp = time.monotonic_ns()
             sequence = self.sequence
             self.sequence += 1
-            if gone():
-                continue  # libcamera cancels the requests of a camera that went away
+            if self.dead or gone():
+                self.dead = True  # a camera that went away never completes a request again
+                continue  # (libcamera cancels its requests; picamera2 drops cancelled ones)
             with self.lock:
                 queued = len(self.queue)
                 if self.completed:
