@@ -333,3 +333,22 @@ def test_doctor_names_both_libcamera_routes() -> None:
     assert lines["libcamerify"].detail.startswith("/usr/bin/libcamerify: libcamerify framebus "
                                                   "produce --source v4l2:/dev/video0")
     assert "not verified on a Pi" in lines["libcamerify"].detail
+
+
+# ------------------------------------------------------------ leaks
+
+@pytest.mark.parametrize("options,ending", [
+    ("", "stopped"),
+    ("error_after=10", "error: picamera2: RuntimeError: standin: the camera failed"),
+])
+def test_nothing_leaks_on_any_ending(workdir: str, options: str, ending: str) -> None:
+    """Two rounds of open, serve, close in one process leave its fds,
+    threads and buffer mappings as they were (the unplug ending closes the
+    camera on the same path as an error: see the end-to-end tests)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "libcamera_sourcechild.py"),
+                           os.path.join(workdir, "leak.sock"), "20"],
+                          env=standin_env(options), capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["before"] == out["after"], out
+    assert all(e.startswith(ending) for e in out["endings"]), out
