@@ -250,6 +250,10 @@ def test_a_disconnected_camera_ends_the_stream_and_the_producer_exits(
     assert status == 1, log  # a failure, so a service manager restarts it
     assert "no frame for 2.0 s: the camera is gone or stalled" in log
     assert 0 < summary(log)["completed"] <= 40
+    # the pending capture job was cancelled before stop(), which would wait behind it for ever
+    happened = [e["event"] for e in events(standin_log)]
+    assert "stop_blocked" not in happened and happened[-1] == "closed", happened
+    assert stopped_stats(standin_log)["completed"] == summary(log)["completed"]
 
 
 def test_a_disconnected_camera_that_comes_back_is_served_on_a_new_bus(

@@ -235,18 +235,24 @@ class LibcameraSource:
                          int(timestamp) if isinstance(timestamp, int) else time.monotonic_ns())
 
     def _abandon(self, camera: Camera, job: Any) -> None:
-        """Stop the camera (libcamera writes nothing more) and drop a capture
-        job still pending (a request it already took is released)."""
+        """Drop a capture job still pending, then stop the camera (libcamera
+        writes nothing more); a request the job already took is released.
+
+        The job goes first: picamera2 runs ``stop()`` as a job of its event
+        loop, behind any pending one, so a capture job that never completes
+        (a camera that went away) would block ``stop()`` for ever.
+        """
+        if job is not None:
+            try:
+                camera.picam2.cancel_all_and_flush()
+            except Exception as exc:
+                log.debug("%s: cancel_all_and_flush: %s", self.name, exc)
         try:
             camera.picam2.stop()
         except Exception as exc:
             log.debug("%s: stop: %s", self.name, exc)
         if job is None:
             return
-        try:
-            camera.picam2.cancel_all_and_flush()
-        except Exception as exc:
-            log.debug("%s: cancel_all_and_flush: %s", self.name, exc)
         try:
             late = camera.picam2.wait(job, timeout=0)
         except Exception:

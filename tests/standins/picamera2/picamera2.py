@@ -178,10 +178,25 @@ class Picamera2:
             self._job_list = []
 
     def stop(self) -> None:
+        """As picamera2 with its event loop running: stop runs as a job of
+        the loop, after the jobs already pending (a capture job that never
+        completes blocks it; this stand-in gives up after 5 s, logs
+        ``stop_blocked`` and raises)."""
         if not self.started:
             return
         camera = self.camera
         assert camera is not None
+        with self.lock:
+            ahead = list(self._job_list)
+        for job in ahead:
+            try:
+                job.get_result(timeout=5)
+            except TimeoutError:
+                record("stop_blocked")
+                raise RuntimeError("standin: stop() blocked behind a capture job that never "
+                                   "completes (picamera2 would wait for ever)") from None
+            except BaseException:
+                pass  # failed or cancelled: done
         self.stop_count += 1
         camera.stop()
         self.started = False
