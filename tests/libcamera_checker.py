@@ -16,7 +16,8 @@ sequence and the CLOCK_MONOTONIC time its release began, which the test
 compares with the stand-in's log of when each request went back.
 
 ``--stall`` takes ``--max-held`` frames and keeps them until killed (a
-consumer that stopped), printing its report once it holds them.
+consumer that stopped), printing its report once it holds them; with
+``--greedy`` it first asks for the most frames the bus admits (from 32 down).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "v4l2"))
@@ -33,6 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "v4l2"))
 import framebus  # noqa: E402
 from framebus.pattern import Pattern, read_stamp  # noqa: E402
 from simconsumer import backing_file  # type: ignore[import-not-found]  # noqa: E402 (tests/v4l2)
+
+
+def attach(args: argparse.Namespace, quotas: Iterable[int]) -> framebus.Consumer:
+    """A consumer with the first of `quotas` (max_held) the bus admits."""
+    refusal: Exception | None = None
+    for quota in quotas:
+        try:
+            return framebus.Consumer(args.socket, name=args.name, max_held=quota, depth=quota,
+                                     reconnect=args.sessions > 1, timeout=10)
+        except framebus.Refused as exc:
+            refusal = exc
+    raise SystemExit(f"refused: {refusal}")
 
 
 def main() -> None:
@@ -44,6 +58,7 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=0.0)
     parser.add_argument("--max-held", type=int, default=2)
     parser.add_argument("--stall", action="store_true")
+    parser.add_argument("--greedy", action="store_true")
     parser.add_argument("--name", default="checker")
     parser.add_argument("--wait", type=float, default=0)
     args = parser.parse_args()
@@ -57,11 +72,12 @@ def main() -> None:
     held: list[list[int]] = report["held"]  # type: ignore[assignment]
     backing: list[str] = report["backing"]  # type: ignore[assignment]
     per_session: list[int] = report["per_session"]  # type: ignore[assignment]
-    cam = framebus.Consumer(args.socket, name=args.name, max_held=args.max_held,
-                            depth=args.max_held, reconnect=args.sessions > 1, timeout=10)
+    cam = attach(args, range(32, 0, -1) if args.greedy else [args.max_held])
+    args.max_held = cam.max_held
     kept = []
     try:
         report["format"] = cam.format.to_wire()
+        report["max_held"] = cam.max_held
         while True:
             try:
                 frame = cam.get(timeout=10)

@@ -208,22 +208,33 @@ def test_requests_stay_with_the_bus_while_consumers_hold_them(
 
 def test_a_stalled_consumer_does_not_starve_libcamera(
         procs: Processes, sim: Path, sock: str, standin_log: Path) -> None:
-    """A consumer that takes its two frames and stops keeps those two
-    requests from libcamera, and no more: libcamera always has at least two
-    queued (the stand-in's fewest queued at a frame tick) and never runs dry,
-    while another consumer carries on."""
+    """A consumer that takes every frame the bus lets it hold and stops keeps
+    those requests from libcamera, and no more: with 8 buffers, a reader
+    holding 1 and the stalled one 3 (all the bus admits: it keeps 4 for
+    libcamera), libcamera always has at least two requests queued (the
+    stand-in's fewest queued at a frame tick) and never runs dry, while the
+    reader carries on."""
     producer = produce(procs, sock, standin_log, "", "--lease-timeout", "60", fps=30)
-    stalled = check(procs, sim, sock, "--stall", "--max-held", "2", "--name", "stalled")
-    assert read_json(stalled, timeout=30)["frames"] == 2
-    report = read_json(check(procs, sim, sock, "--frames", "60", "--max-held", "2",
-                             "--hold", "0.01"), timeout=40)
+    reader = check(procs, sim, sock, "--frames", "90", "--max-held", "1", "--hold", "0.01",
+                   "--name", "reader")
+    wait_for(lambda: consumers(sock) == 1, timeout=15, what="the reader")
+    stalled = read_json(check(procs, sim, sock, "--stall", "--greedy", "--name", "stalled"),
+                        timeout=30)
+    assert stalled["max_held"] == 3 and stalled["frames"] == 3, stalled
+    report = read_json(reader, timeout=40)
     status, log = stop(producer)
     assert status == 0, log
-    assert_pixels(report, 60)
+    assert_pixels(report, 90)
     counts = summary(log)
-    assert counts["most_held"] >= 3, "the stalled consumer's frames were not held"
+    assert counts["most_held"] >= 4, "the stalled consumer's frames were not held"
     stats = stopped_stats(standin_log)
     assert stats["underruns"] == 0 and stats["min_queued"] >= 2, stats
+
+
+def consumers(sock: str) -> int:
+    proc = subprocess.run([sys.executable, "-m", "framebus", "status", "--socket", sock, "--json"],
+                          capture_output=True, text=True, timeout=10)
+    return len(json.loads(proc.stdout)["consumers"]) if proc.returncode == 0 else -1
 
 
 def test_error_frames_are_gaps_in_the_sequence(
