@@ -75,6 +75,7 @@ def main() -> None:
     cam = attach(args, range(32, 0, -1) if args.greedy else [args.max_held])
     args.max_held = cam.max_held
     kept = []
+    ages: list[int] = []
     try:
         report["format"] = cam.format.to_wire()
         report["max_held"] = cam.max_held
@@ -93,6 +94,7 @@ def main() -> None:
             report["bad"] = int(report["bad"]) + (not pattern.check(frame.planes, sequence))  # type: ignore[call-overload]
             report["synced"] = int(report["synced"]) + bool(frame.session.sync_fds[frame.index])  # type: ignore[call-overload]
             age = time.monotonic_ns() - frame.timestamp_ns
+            ages.append(age)
             report["stale_timestamps"] = int(report["stale_timestamps"]) + (not 0 <= age < 2e9)  # type: ignore[call-overload]
             where = backing_file(frame.planes[0].__array_interface__["data"][0])
             if where not in backing:
@@ -115,6 +117,7 @@ def main() -> None:
                 break
     finally:
         cam.close()
+    report["median_age_ms"] = sorted(ages)[len(ages) // 2] / 1e6 if ages else None
     print(json.dumps(report), flush=True)
 
 
