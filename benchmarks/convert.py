@@ -17,7 +17,7 @@ from framebus.convert import to_bgr
 from framebus.formats import PIXEL_FORMATS, FrameFormat
 from framebus.pattern import Pattern
 
-_BYTES_PER_PIXEL = {"YUYV": 2, "UYVY": 2, "RGB3": 3, "BGR3": 3}
+_BYTES_PER_PIXEL = {"YUYV": 2, "UYVY": 2, "RGB3": 3, "BGR3": 3, "XR24": 4, "XB24": 4}
 
 
 def median_ms(fourcc: str, width: int, height: int, pad: int, runs: int) -> float:

@@ -39,6 +39,8 @@ class JpegEncoder:
             "UYVY": lambda p: self._packed(p[0], luma=1),
             "RGB3": lambda p: self._rgb(p[0], "RGB"),
             "BGR3": lambda p: self._rgb(p[0], "BGR"),
+            "XR24": lambda p: self._rgb(p[0], "BGRX"),  # B, G, R, X in memory
+            "XB24": lambda p: self._rgb(p[0], "RGBX"),  # R, G, B, X
             "MJPG": lambda p: bytes(p[0]),
         }
         self._encode = encoders[fmt.pixel_format]

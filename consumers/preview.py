@@ -53,8 +53,8 @@ def jpeg_encoder(fmt: FrameFormat, quality: int = 80) -> Callable[[Frame], bytes
     kind, h, w = fmt.pixel_format, fmt.height, fmt.width
     if kind == "MJPG":
         return lambda frame: frame.array.tobytes()
-    if kind in ("RGB3", "BGR3"):
-        space = kind[:3]
+    if kind in ("RGB3", "BGR3", "XR24", "XB24"):  # XR24 is B, G, R, X in memory; XB24 R, G, B, X
+        space = {"RGB3": "RGB", "BGR3": "BGR", "XR24": "BGRX", "XB24": "RGBX"}[kind]
         return lambda frame: bytes(simplejpeg.encode_jpeg(
             frame.planes[0], quality, space, colorsubsampling="420", fastdct=True))
     if kind == "GREY":

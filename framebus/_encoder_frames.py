@@ -33,8 +33,9 @@ def converter(av: ModuleType, fmt: FrameFormat) -> Converter:
     kind = fmt.pixel_format
     if kind == "GREY":
         return lambda frame: [frames.from_numpy_buffer(frame.planes[0], format="gray")]
-    if kind in ("RGB3", "BGR3"):  # zero-copy into swscale, which converts it once
-        packed = "rgb24" if kind == "RGB3" else "bgr24"
+    if kind in ("RGB3", "BGR3", "XR24", "XB24"):  # zero-copy into swscale, which converts it once
+        # XR24 is B, G, R, X in memory, XB24 R, G, B, X: read as BGRA/RGBA, the X byte is dropped
+        packed = {"RGB3": "rgb24", "BGR3": "bgr24", "XR24": "bgra", "XB24": "rgba"}[kind]
         return lambda frame: [frames.from_numpy_buffer(frame.planes[0], format=packed)]
     if kind in ("NV12", "YU12"):
         pix_fmt = "nv12" if kind == "NV12" else "yuv420p"

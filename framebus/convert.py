@@ -12,6 +12,8 @@ YUYV   ``cv2.cvtColor(plane, COLOR_YUV2BGR_YUYV)``
 UYVY   ``cv2.cvtColor(plane, COLOR_YUV2BGR_UYVY)``
 RGB3   ``cv2.cvtColor(plane, COLOR_RGB2BGR)``
 BGR3   a copy (the output must be writable: the frame is not)
+XR24   ``cv2.cvtColor(plane, COLOR_BGRA2BGR)`` (B, G, R, X in memory)
+XB24   ``cv2.cvtColor(plane, COLOR_RGBA2BGR)`` (R, G, B, X in memory)
 NV12   ``cv2.cvtColorTwoPlane(Y, UV, COLOR_YUV2BGR_NV12)`` (NV21: ``..._NV21``)
 YU12   ``cv2.cvtColor(I420, COLOR_YUV2BGR_I420)`` on the buffer itself when
        its rows are not padded; with padded rows OpenCV cannot read the
@@ -101,7 +103,8 @@ def to_bgr(frame: FrameLike, dst: BGRImage | None = None) -> BGRImage:
         out = _yu12(cv2, frame, dst)
     else:
         code = {"GREY": cv2.COLOR_GRAY2BGR, "YUYV": cv2.COLOR_YUV2BGR_YUYV,
-                "UYVY": cv2.COLOR_YUV2BGR_UYVY, "RGB3": cv2.COLOR_RGB2BGR}.get(fourcc)
+                "UYVY": cv2.COLOR_YUV2BGR_UYVY, "RGB3": cv2.COLOR_RGB2BGR,
+                "XR24": cv2.COLOR_BGRA2BGR, "XB24": cv2.COLOR_RGBA2BGR}.get(fourcc)
         if code is None:
             raise FramebusError(f"to_bgr does not know pixel format {fourcc!r}")
         out = cv2.cvtColor(planes[0], code, dst=dst)

@@ -31,13 +31,14 @@ class PlaneLayout(NamedTuple):
 
 
 class _Spec(NamedTuple):
-    channels: int  # bytes per pixel in the first plane (1, 2 or 3)
+    channels: int  # bytes per pixel in the first plane (1, 2, 3 or 4)
     planar: str  # "" (packed), "NV12" or "YU12"
     compressed: bool = False
 
 
 #: The V4L2 FourCCs framebus knows, for type checkers (`PIXEL_FORMATS` at run time).
-PixelFormat = Literal["GREY", "YUYV", "UYVY", "RGB3", "BGR3", "NV12", "NV21", "YU12", "MJPG"]
+PixelFormat = Literal["GREY", "YUYV", "UYVY", "RGB3", "BGR3", "XR24", "XB24", "NV12", "NV21", "YU12",
+                      "MJPG"]
 
 _SPECS: dict[PixelFormat, _Spec] = {
     "GREY": _Spec(1, ""),
@@ -45,6 +46,12 @@ _SPECS: dict[PixelFormat, _Spec] = {
     "UYVY": _Spec(2, ""),
     "RGB3": _Spec(3, ""),
     "BGR3": _Spec(3, ""),
+    # 32-bit RGB with an unused fourth byte, named as V4L2 names them by their
+    # bytes in memory: XR24 (V4L2_PIX_FMT_XBGR32) is B, G, R, X; XB24
+    # (V4L2_PIX_FMT_RGBX32) is R, G, B, X. libcamera calls them XRGB8888 and
+    # XBGR8888 (DRM names: the 32-bit word, most significant byte first).
+    "XR24": _Spec(4, ""),
+    "XB24": _Spec(4, ""),
     "NV12": _Spec(1, "NV12"),
     "NV21": _Spec(1, "NV12"),  # NV12 with V before U in the chroma plane
     "YU12": _Spec(1, "YU12"),

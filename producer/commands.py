@@ -19,13 +19,17 @@ def _group(value: str) -> int:
 def _produce_arguments(produce: argparse.ArgumentParser) -> None:
     produce.add_argument("--socket", help=paths.socket_help())
     produce.add_argument("--source", default="synthetic",
-                         help="'synthetic' (a test pattern, the default) or 'v4l2:/dev/videoN'")
+                         help="'synthetic' (a test pattern, the default), 'v4l2:/dev/videoN', "
+                              "or 'libcamera[:N]' (camera N through picamera2, e.g. a "
+                              "Raspberry Pi camera; --format YU12, BGR3, RGB3, XR24 or XB24)")
     produce.add_argument("--width", type=int, default=1920)
     produce.add_argument("--height", type=int, default=1080)
     produce.add_argument("--format", default="RGB3", choices=PIXEL_FORMATS,
                          help="V4L2 FourCC (default RGB3)")
     produce.add_argument("--fps", type=float, default=30.0, help="frame rate; 0 = flat out")
-    produce.add_argument("--buffers", type=int, default=8, help="frame buffers (default 8)")
+    produce.add_argument("--buffers", type=int, default=8,
+                         help="frame buffers (default 8; libcamera: the buffers picamera2 "
+                              "allocates, 5..32)")
     produce.add_argument("--lease-timeout", type=float, default=1.0,
                          help="seconds a consumer may hold a frame before revocation (default 1)")
     produce.add_argument("--mode", default="660",
@@ -47,8 +51,8 @@ def _produce_arguments(produce: argparse.ArgumentParser) -> None:
     produce.add_argument("--memory", choices=("auto", "userptr", "dmabuf", "copy"), default="auto",
                          help="v4l2: how frames reach the bus (default: the best the driver has)")
     produce.add_argument("--on-unplug", choices=("exit", "wait"), default="exit",
-                         help="v4l2: when the camera goes away, exit (default) or wait for it "
-                              "to come back")
+                         help="v4l2, libcamera: when the camera goes away, exit (default) or "
+                              "wait for it to come back")
     produce.add_argument("--control", action="append", default=[], metavar="NAME=VALUE",
                          help="v4l2: set a camera control before streaming, e.g. "
                               "exposure_time_absolute=200 or power_line_frequency='50 Hz' "

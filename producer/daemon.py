@@ -26,7 +26,8 @@ log = logging.getLogger("framebus.daemon")
 
 def open_source(spec: str, fmt: FrameFormat, fps: float, args: argparse.Namespace,
                 controls: Mapping[str, int | str] | None = None) -> Source:
-    """The source named by `spec`: ``synthetic`` or ``v4l2:/dev/videoN``.
+    """The source named by `spec`: ``synthetic``, ``v4l2:/dev/videoN`` or
+    ``libcamera[:N]``.
 
     `controls` are the config file's; ``args.control`` (``--control``) the
     command line's, which win.
@@ -39,7 +40,11 @@ def open_source(spec: str, fmt: FrameFormat, fps: float, args: argparse.Namespac
     if spec.startswith("v4l2:"):
         from .v4l2.source import V4L2Source  # imported only when asked for
         return V4L2Source.open(spec[len("v4l2:"):], fmt, fps, args, controls)
-    raise FramebusError(f"unknown source {spec!r}: use 'synthetic' or 'v4l2:/dev/videoN'")
+    if spec == "libcamera" or spec.startswith("libcamera:"):
+        from .libcamera.source import LibcameraSource  # picamera2 is imported only when asked for
+        return LibcameraSource.open(spec, fmt, fps, args, controls)
+    raise FramebusError(f"unknown source {spec!r}: use 'synthetic', 'v4l2:/dev/videoN' or "
+                        f"'libcamera[:N]'")
 
 
 def _raise_fd_limit(needed: int = 1024) -> None:

@@ -26,6 +26,7 @@ import os
 import platform
 import pwd
 import resource
+import shutil
 import socket
 import stat
 from collections.abc import Callable
@@ -104,6 +105,11 @@ class Probe:
     groups: Callable[[], list[int]] = _groups
     video_nodes: Callable[[], list[str]] = _video_nodes
     can_open: Callable[[str], bool] = lambda path: os.access(path, os.R_OK | os.W_OK)
+    which: Callable[[str], str | None] = shutil.which
+    libcamera_compat: Callable[[], list[str]] = lambda: sorted(
+        glob.glob("/usr/lib/*/libcamera/v4l2-compat.so")
+        + glob.glob("/usr/lib*/libcamera/v4l2-compat.so")
+        + glob.glob("/usr/libexec/libcamera/v4l2-compat.so"))
     dma_heap_dir: str = "/dev/dma_heap"
     udmabuf: str = "/dev/udmabuf"
     find_spec: Callable[[str], object] = importlib.util.find_spec
@@ -286,6 +292,35 @@ def check_dma_buf(probe: Probe) -> list[Check]:
     return out
 
 
+def check_libcamera(probe: Probe) -> list[Check]:
+    """The two libcamera routes (a Raspberry Pi camera module needs one):
+    picamera2 for ``--source libcamera``, and libcamera's V4L2 compatibility
+    layer (``libcamerify``) under the V4L2 source. Neither ran on a Pi here."""
+    out = []
+    version = _package(probe, "picamera2", "picamera2")
+    if version is None:
+        out.append(Check("libcamera source", INFO, "picamera2 not importable: --source "
+                         "libcamera[:N] unavailable (needed for Raspberry Pi camera modules)",
+                         "on Raspberry Pi OS: sudo apt install python3-picamera2; in a "
+                         "virtualenv, make it with --system-site-packages"))
+    else:
+        out.append(Check("libcamera source", OK, f"picamera2 {version}: framebus produce "
+                         f"--source libcamera:0 --format YU12 (zero-copy from libcamera's "
+                         f"buffers; tested against a stand-in, not on a Pi)"))
+    wrapper, layers = probe.which("libcamerify"), probe.libcamera_compat()
+    found = wrapper or (layers[0] if layers else "")
+    hint = ("libcamerify framebus produce --source v4l2:/dev/video0 --format YU12 "
+            "(libcamera's V4L2 compatibility layer: MMAP buffers only, so framebus uses "
+            "mmap+expbuf, or mmap+copy if EXPBUF is refused; not verified on a Pi)")
+    if found:
+        out.append(Check("libcamerify", INFO, f"{found}: {hint}"))
+    else:
+        out.append(Check("libcamerify", INFO, "libcamera's V4L2 compatibility layer is not "
+                         "installed (only needed to run the V4L2 source on a libcamera camera)",
+                         f"sudo apt install libcamera-v4l2, then: {hint}"))
+    return out
+
+
 # ------------------------------------------------------------------ packages
 
 def _package(probe: Probe, module: str, distribution: str) -> str | None:
@@ -327,8 +362,8 @@ def run_checks(probe: Probe | None = None) -> list[Check]:
     """Every check, in the order they are printed; the core needs marked."""
     p = probe or Probe()
     checks = [check_kernel(p), check_memfd_seals(p), check_peergroups(p), check_max_map_count(p),
-              check_nofile(p), check_socket_dir(p), *check_cameras(p), *check_dma_buf(p),
-              *check_packages(p)]
+              check_nofile(p), check_socket_dir(p), *check_cameras(p), *check_libcamera(p),
+              *check_dma_buf(p), *check_packages(p)]
     return [replace(c, core=c.name in CORE_CHECKS) for c in checks]
 
 

@@ -265,7 +265,7 @@ def test_publish_rejects_a_buffer_it_did_not_hand_out(bus):
 
 @pytest.mark.parametrize("fourcc", [f for f in framebus.PIXEL_FORMATS if f != "MJPG"])
 def test_every_format_arrives_intact_with_planes(workdir, fourcc):
-    fmt = FrameFormat(64, 48, fourcc, bytesperline=64 * 3 + 32)
+    fmt = FrameFormat(64, 48, fourcc, bytesperline=64 * 4 + 32)
     path = os.path.join(workdir, f"{fourcc}.sock")
     pattern = Pattern(fmt)
     with framebus.Producer(path, fmt) as bus, framebus.Consumer(path) as cam:

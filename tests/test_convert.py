@@ -23,7 +23,7 @@ from framebus.testing import synthetic_producer
 
 W, H = 64, 48
 RAW = [f for f in framebus.PIXEL_FORMATS if f != "MJPG"]
-PAD = {"GREY": 16, "YUYV": 24, "UYVY": 40, "RGB3": 36, "BGR3": 12, "NV12": 64, "NV21": 48, "YU12": 32}
+PAD = {"GREY": 16, "YUYV": 24, "UYVY": 40, "RGB3": 36, "BGR3": 12, "XR24": 20, "XB24": 8, "NV12": 64, "NV21": 48, "YU12": 32}
 
 
 @dataclass
@@ -81,6 +81,9 @@ def pack(bgr: np.ndarray, fourcc: str, padded: bool) -> FakeFrame:
         planes[0][...] = bgr[..., 1]  # a grey picture: any channel
     elif fourcc in ("RGB3", "BGR3"):
         planes[0][...] = bgr[..., ::-1] if fourcc == "RGB3" else bgr
+    elif fourcc in ("XR24", "XB24"):  # B, G, R, X and R, G, B, X in memory
+        planes[0][..., :3] = bgr if fourcc == "XR24" else bgr[..., ::-1]
+        planes[0][..., 3] = 0x5A  # the unused byte: junk that must not show
     elif fourcc in ("YUYV", "UYVY"):
         luma, chroma = (0, 1) if fourcc == "YUYV" else (1, 0)
         planes[0][..., luma] = u8(y)
@@ -101,14 +104,14 @@ def pack(bgr: np.ndarray, fourcc: str, padded: bool) -> FakeFrame:
 
 
 def _bpp(fourcc: str) -> int:
-    return {"YUYV": 2, "UYVY": 2, "RGB3": 3, "BGR3": 3}.get(fourcc, 1)
+    return {"YUYV": 2, "UYVY": 2, "RGB3": 3, "BGR3": 3, "XR24": 4, "XB24": 4}.get(fourcc, 1)
 
 
 def reference(bgr: np.ndarray, fourcc: str) -> np.ndarray:
     """What `bgr` must come back as through `fourcc` (exact formats exactly)."""
     if fourcc == "GREY":
         return np.repeat(bgr[..., 1:2], 3, axis=2)
-    if fourcc in ("RGB3", "BGR3"):
+    if fourcc in ("RGB3", "BGR3", "XR24", "XB24"):
         return bgr
     return yuv_to_bgr(*(u8(p) for p in bgr_to_yuv(bgr)))
 
@@ -127,7 +130,7 @@ def test_to_bgr_recovers_the_picture(fourcc, padded):
     out = to_bgr(frame)
     assert out.shape == (H, W, 3) and out.dtype == np.uint8 and out.flags.writeable
     mean, worst = error(out, reference(bgr, fourcc))
-    if fourcc in ("GREY", "RGB3", "BGR3"):
+    if fourcc in ("GREY", "RGB3", "BGR3", "XR24", "XB24"):
         assert worst == 0
     else:
         assert mean < 1.0 and worst <= 3, (mean, worst)

@@ -41,6 +41,9 @@ def expected_rgb(fmt: FrameFormat, seq: int) -> np.ndarray:
     if fmt.pixel_format in ("RGB3", "BGR3"):
         rgb = planes[0].reshape(h, w, 3).astype(float)
         return rgb[:, :, ::-1] if fmt.pixel_format == "BGR3" else rgb
+    if fmt.pixel_format in ("XR24", "XB24"):  # B, G, R, X and R, G, B, X in memory
+        rgb = planes[0].reshape(h, w, 4)[:, :, :3].astype(float)
+        return rgb[:, :, ::-1] if fmt.pixel_format == "XR24" else rgb
     if fmt.pixel_format == "GREY":
         return np.repeat(planes[0].reshape(h, w, 1), 3, axis=2).astype(float)
     if fmt.pixel_format == "NV12":
@@ -66,7 +69,7 @@ def smooth_error(picture: np.ndarray, wanted: np.ndarray) -> float:
 
 
 FORMATS = [FrameFormat(64, 48, f) for f in ("NV12", "YU12", "YUYV", "UYVY", "RGB3", "BGR3",
-                                             "GREY")] + \
+                                             "XR24", "XB24", "GREY")] + \
     [FrameFormat(64, 48, "NV12", bytesperline=80), FrameFormat(64, 48, "YU12", bytesperline=96),
      FrameFormat(64, 48, "RGB3", bytesperline=200), FrameFormat(64, 48, "YUYV", bytesperline=160)]
 

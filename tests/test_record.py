@@ -92,6 +92,9 @@ def expected_picture(fmt: FrameFormat, seq: int) -> tuple[np.ndarray, str]:
     planes = Pattern(fmt).expected(seq)
     if fmt.pixel_format in ("RGB3", "BGR3"):
         return planes[0].reshape(fmt.height, fmt.width, 3), fmt.pixel_format[:3].lower() + "24"
+    if fmt.pixel_format in ("XR24", "XB24"):  # B, G, R, X and R, G, B, X in memory
+        return (planes[0].reshape(fmt.height, fmt.width, 4)[:, :, :3],
+                "bgr24" if fmt.pixel_format == "XR24" else "rgb24")
     if fmt.pixel_format in ("YUYV", "UYVY"):
         luma = 0 if fmt.pixel_format == "YUYV" else 1
         return planes[0].reshape(fmt.height, fmt.width, 2)[:, :, luma], "luma"
@@ -107,7 +110,8 @@ def luma(picture: av.VideoFrame) -> np.ndarray:
 FORMATS = [FrameFormat(64, 48, "NV12"), FrameFormat(64, 48, "NV12", bytesperline=80),
            FrameFormat(64, 48, "YU12", bytesperline=96), FrameFormat(64, 48, "GREY"),
            FrameFormat(64, 48, "YUYV"), FrameFormat(64, 48, "UYVY"), FrameFormat(64, 48, "RGB3"),
-           FrameFormat(64, 48, "BGR3"), FrameFormat(64, 42, "NV12"), FrameFormat(64, 42, "YUYV"),
+           FrameFormat(64, 48, "BGR3"), FrameFormat(64, 48, "XR24"),
+           FrameFormat(64, 48, "XB24", bytesperline=288), FrameFormat(64, 42, "NV12"), FrameFormat(64, 42, "YUYV"),
            FrameFormat(64, 48, "MJPG")]
 
 

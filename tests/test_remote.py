@@ -309,7 +309,8 @@ def test_bad_endpoint_is_refused() -> None:
         zenoh_config(connect=["10.77.0.1:7447"])
 
 
-@pytest.mark.parametrize("pixel_format", ["GREY", "YUYV", "UYVY", "RGB3", "BGR3", "NV12", "YU12"])
+@pytest.mark.parametrize("pixel_format", ["GREY", "YUYV", "UYVY", "RGB3", "BGR3", "XR24", "XB24",
+                                          "NV12", "YU12"])
 def test_jpeg_from_every_pixel_format(pixel_format: str) -> None:
     """Encoded from the (row-padded) shared view, decoded into a pooled buffer."""
     from framebus.apps.consumers.jpeg import JpegEncoder
@@ -341,6 +342,9 @@ def _as_bgr(fmt: FrameFormat, planes: tuple[np.ndarray, ...]) -> np.ndarray:
     if name in ("RGB3", "BGR3"):
         image = planes[0].astype(np.float32)
         return image[..., ::-1] if name == "RGB3" else image
+    if name in ("XR24", "XB24"):  # B, G, R, X and R, G, B, X in memory
+        image = planes[0][..., :3].astype(np.float32)
+        return image[..., ::-1] if name == "XB24" else image
     if name in ("YUYV", "UYVY"):
         luma = 0 if name == "YUYV" else 1
         image = planes[0]

@@ -1,0 +1,1 @@
+"""A libcamera camera (through picamera2) as a framebus source: see README.md."""
