@@ -90,3 +90,71 @@ def test_well_formed_msgpack_of_wrong_shape_is_rejected_or_valid(code, fields):
     # Whatever passed must match its declaration exactly.
     assert len(decoded.values) == len(decoded.kind.fields)
     assert all(f.check(v) for f, v in zip(decoded.kind.fields, decoded.values))
+
+
+# The fixed layouts of the hot path (FRAME, a one-frame RELEASE) are plain
+# msgpack, and the fast decoders agree with the checked, generic one on
+# every payload of their size: same values, or a ProtocolError.
+
+def test_fixed_layouts_are_plain_msgpack():
+    frame = protocol.encode_frame(2**64 - 1, 255, 123, 4096)
+    assert len(frame) == protocol.FRAME_SIZE
+    assert msgpack.unpackb(frame) == [10, 2**64 - 1, 255, 123, 4096]
+    release = protocol.encode_release([7], 256, 9)
+    assert len(release) == protocol.RELEASE_SIZE
+    assert msgpack.unpackb(release) == [12, [7], 256, 9]
+    decoded = protocol.decode_bus(release)
+    assert decoded.kind is protocol.RELEASE and tuple(decoded.values[0]) == (7,)
+    assert decoded.values[1:] == (256, 9)
+    # more than one frame: the generic encoding, decoded the same way
+    assert protocol.encode_release([1, 2], 1, 2) == protocol.RELEASE.encode([1, 2], 1, 2)
+    assert protocol.decode_bus(protocol.encode_release([1, 2], 1, 2)).values == ([1, 2], 1, 2)
+
+
+def test_fixed_release_with_too_much_credit_is_rejected():
+    with pytest.raises(ProtocolError, match="RELEASE.credit"):
+        protocol.decode_bus(protocol.encode_release([7], 257, 9))
+
+
+def _generic_or_error(payload: bytes, expected_kind=None):
+    try:
+        decoded = protocol.decode(payload, BUS, LIMIT)
+    except ProtocolError:
+        return "error"
+    if expected_kind is not None and decoded.kind is not expected_kind:
+        return "error"
+    return (decoded.kind.name, *[tuple(v) if isinstance(v, list) else v for v in decoded.values])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.data())
+def test_fast_release_decoder_agrees_with_the_generic_one(data):
+    good = bytearray(protocol.encode_release([data.draw(st.integers(0, 2**64 - 1))],
+                                             data.draw(st.integers(0, 300)),
+                                             data.draw(st.integers(0, 2**64 - 1))))
+    for _ in range(data.draw(st.integers(0, 3))):  # corrupt a few bytes
+        good[data.draw(st.integers(0, len(good) - 1))] = data.draw(st.integers(0, 255))
+    payload = bytes(good)
+    try:
+        decoded = protocol.decode_bus(payload)
+        fast = (decoded.kind.name, *[tuple(v) if isinstance(v, list) else v
+                                     for v in decoded.values])
+    except ProtocolError:
+        fast = "error"
+    assert fast == _generic_or_error(payload)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.data())
+def test_fast_frame_decoder_agrees_with_the_generic_one(data):
+    u64 = st.integers(0, 2**64 - 1)
+    good = bytearray(protocol.encode_frame(data.draw(u64), data.draw(st.integers(0, 255)),
+                                           data.draw(u64), data.draw(u64)))
+    for _ in range(data.draw(st.integers(0, 3))):
+        good[data.draw(st.integers(0, len(good) - 1))] = data.draw(st.integers(0, 255))
+    payload = bytes(good)
+    try:
+        fast = ("FRAME", *protocol.decode_frame(payload))
+    except ProtocolError:
+        fast = "error"
+    assert fast == _generic_or_error(payload, protocol.FRAME)

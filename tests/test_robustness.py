@@ -127,3 +127,38 @@ def test_a_clean_shutdown_still_ends_iteration_quietly(sock):
             seen.append(frame.seq)
             bus.close()
         assert seen == [1]
+
+
+@pytest.mark.parametrize("channel", ["zmq", "socket"])
+def test_a_credit_sent_just_after_a_publish_is_answered_when_publishing_stops(sock, channel):
+    """Right after acquire() the server thread leaves the acks to it (they
+    are muted for HOT_WINDOW); if no acquire() follows, the server thread
+    must take them back and answer a waiting `latest` consumer by itself."""
+    with framebus.Producer(sock, FMT, buffers=4, reserve=1, lease_timeout=30) as bus, \
+            framebus.Consumer(sock, channel=channel) as cam:
+        for _ in range(20):
+            seq = _publish(bus)  # acquire() ran just now: acks are muted
+            with cam.get(timeout=2) as frame:  # its CREDIT arrives while muted
+                assert frame.seq == seq
+            time.sleep(0.005)
+
+
+@pytest.mark.parametrize("channel", ["zmq", "socket"])
+def test_closing_a_consumer_wakes_a_get_waiting_in_another_thread(sock, channel):
+    with framebus.Producer(sock, FMT, buffers=4, reserve=1):
+        cam = framebus.Consumer(sock, channel=channel)
+        outcome: list[BaseException] = []
+
+        def waiter() -> None:
+            try:
+                cam.get(timeout=20)  # nothing is published
+            except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
+                outcome.append(exc)
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.3)
+        cam.close()
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "get() still waits after close()"
+        assert len(outcome) == 1 and isinstance(outcome[0], framebus.FramebusError), outcome
