@@ -118,16 +118,14 @@ class Relay:
                     self._cut(fd)
 
     # Consumers' side.
-    def on_router(self) -> bool:
-        """Forward up to BATCH well-formed acks to the producer in one
-        message; True if more are waiting."""
+    def on_router(self) -> None:
+        """Forward up to BATCH well-formed acks to the producer in bounded
+        link messages."""
         out = [b"A"]
         size = 1
         router = self.router
-        more = True
         for _ in range(BATCH):
             if not cast(int, router.getsockopt(_EVENTS)) & _POLLIN:
-                more = False
                 break
             token = router.recv(_NOBLOCK)
             payload = router.recv(_NOBLOCK) if router.getsockopt(_RCVMORE) else b""
@@ -154,7 +152,6 @@ class Relay:
                 out, size = [b"A"], 1
         if len(out) > 1:
             self._forward(out)
-        return more
 
     def _forward(self, out: list[bytes]) -> None:
         try:
@@ -177,20 +174,19 @@ class Relay:
                 if owner == pid:
                     self._cut(fd)
 
-    def on_monitor(self) -> bool:
-        """Check new connections (up to BATCH); True if more events wait."""
+    def on_monitor(self) -> None:
+        """Check new connections (up to BATCH events)."""
         for _ in range(BATCH):
             try:
                 event, _ = self.monitor.recv_multipart(_NOBLOCK)
             except zmq.Again:
-                return False
+                return
             kind, fd = struct.unpack_from("=hi", event)
             if kind == _ACCEPTED:
                 self.counters["accepted"] += 1
                 self._check(fd)
             elif kind == _DISCONNECTED:
                 self.connections.pop(fd, None)
-        return True
 
     def _check(self, fd: int) -> None:
         """Keep a new connection only if it is an admitted consumer's."""
@@ -264,18 +260,20 @@ def main(argv: list[str]) -> int:
     poller.register(relay.monitor, zmq.POLLIN)
     poller.register(link.fileno(), zmq.POLLIN)
     next_report = time.monotonic() + 1.0
-    busy = False
     try:
         while True:
-            # zmq's fds only say "look": with work left over, look again at once.
-            wait = 0 if busy else max(0, int((next_report - time.monotonic()) * 1000)) + 1
+            # zmq_poll reads each zmq socket's ZMQ_EVENTS, so what a batch
+            # left over is reported again at once: no socket is read in vain.
+            wait = max(0, int((next_report - time.monotonic()) * 1000)) + 1
             ready = dict(poller.poll(wait))
             # The producer's news first: a token admitted in the same wake-up
             # as its connection must be known before the connection is checked.
             if link.fileno() in ready and not relay.on_link():
                 return 0
-            busy = relay.on_monitor()
-            busy = relay.on_router() or busy
+            if relay.monitor in ready:
+                relay.on_monitor()
+            if relay.router in ready:
+                relay.on_router()
             if time.monotonic() >= next_report:
                 next_report = time.monotonic() + 1.0
                 relay.report()
