@@ -38,7 +38,12 @@ from .errors import FramebusError
 log = logging.getLogger("framebus.producer")
 
 RELAY_IDLE = 2.0  # s a relay with no consumer is kept, for the next one to attach
-HOT_WINDOW = 0.002  # s after an acquire() during which it, not this thread, drains acks
+# While acquire() runs at least every HOT_WINDOW (flat out: every few
+# microseconds), the acks are its own for HOT_WINDOW after each call: this
+# thread leaves them alone, or both would wake for every release. At a
+# camera's pace this thread handles them, once per message, and answers a
+# credit at once.
+HOT_WINDOW = 0.002  # s
 
 
 class Server:
@@ -64,7 +69,9 @@ class Server:
         self.relays = RelayPool(private_dir.path, mode, group)
         self.acquire_waiters = 0
         self.muted = False  # acks are left to a waiting acquire()
-        self.hot_until = 0.0  # ... or to one that ran just now
+        self.hot_until = 0.0  # ... or to one that ran just now (see `acquiring`)
+        self._last_acquire = 0.0
+        self._timers_at = 0.0  # when the timers (handshakes, leases, idle relays) next need a look
         self.closed = False
         self._describe = describe
         self._rate_log = rate_log
@@ -90,6 +97,15 @@ class Server:
         return self.relays.endpoint_for(uid)
 
     # ------------------------------------------- the hot path (lock held)
+    def acquiring(self, now: float, *, new_call: bool) -> None:
+        """acquire() is draining the acks now; with `new_call`, a new call
+        (its period sets how long the acks stay its own)."""
+        if new_call:
+            period, self._last_acquire = now - self._last_acquire, now
+            if period > HOT_WINDOW:
+                return  # not flat out: this thread keeps the acks
+        self.hot_until = now + HOT_WINDOW
+
     def acquire_woken(self) -> None:
         _drain_pipe(self._acquire_wake[0])
 
@@ -111,7 +127,7 @@ class Server:
                 # waits at most 2 * HOT_WINDOW for one of them.
                 hot = self.hot_until - time.monotonic()
                 self._mute_acks(self.acquire_waiters > 0 or hot > 0)
-                deadline = self._next_wake()
+                deadline = self._timers_at
             events = self._sleep(deadline)
             with self.lock:
                 if self.closed:
@@ -126,10 +142,21 @@ class Server:
                 self._drop(sub, "detached at shutdown", bye=self._bye_reason, clean=True)
 
     def _serve(self, events: list[tuple[int, int]], listen_fd: int) -> None:
-        """One wake-up's work (lock held)."""
+        """One wake-up's work (lock held).
+
+        A wake-up for acks alone (a consumer's RELEASE, once per frame at a
+        camera's pace) skips the timers until they are due: they look at
+        every handshake, lease and relay.
+        """
         now = time.monotonic()
         freed = False
+        timers = now >= self._timers_at
         for fd, mask in events:
+            sub = self._conns.get(fd)
+            if sub is not None and sub.channel == SOCKET and not mask & _HANG_UP:
+                freed |= self._on_control(sub, mask, now)
+                continue
+            timers = True  # anything else may change a deadline
             if fd == listen_fd:
                 self.control.accept(self._poller)
             elif fd == self._wake[0]:
@@ -142,7 +169,7 @@ class Server:
                 freed |= self._on_control(self._conns[fd], mask, now)
             elif self._requests.owns(fd):
                 self._requests.on_request(fd)
-            elif mask & (select.POLLHUP | select.POLLERR):
+            elif mask & _HANG_UP:
                 for relay in self.relays.values():
                     if relay.fileno() == fd:
                         relay.alive = False
@@ -153,10 +180,12 @@ class Server:
             self.bus.counters["cut_off"] += 1
             self._drop(sub, sub.cut_off, bye=f"disconnected: {sub.cut_off}")
             freed = True
-        self.control.expire(self._poller, now)
-        self._requests.expire(now)
-        self._stop_idle_relays(now)
-        freed |= self.bus.revoke_expired(now) > 0
+        if timers:
+            self.control.expire(self._poller, now)
+            self._requests.expire(now)
+            self._stop_idle_relays(now)
+            freed |= self.bus.revoke_expired(now) > 0
+            self._timers_at = self._next_wake()
         if freed:
             self._wake_acquire()
 
@@ -180,9 +209,10 @@ class Server:
             now = time.monotonic()
             until = deadline
             if self.muted:
-                if self.hot_until <= now and not self.acquire_waiters:
+                hot_until = self.hot_until
+                if hot_until <= now and not self.acquire_waiters:
                     return []  # time to take the acks back
-                until = min(deadline, now + HOT_WINDOW)
+                until = min(deadline, max(hot_until, now + HOT_WINDOW))
             events = self._poller.poll(max(0, int((until - now) * 1000) + 1))
             if events or time.monotonic() >= deadline:
                 return events
@@ -277,15 +307,10 @@ class Server:
         conn = self._sockets[sub.id]
         if sub.channel == SOCKET:
             freed = self.delivery.read_socket_channel(sub, now)
-            try:
-                if conn.recv(1, socket.MSG_PEEK) != b"":
-                    return freed
-            except BlockingIOError:
-                return freed
-            except OSError:
-                pass
-            self._drop(sub, "disconnected")
-            return True
+            if mask & _HANG_UP or not self.acks.watches(conn.fileno()):  # (EOF read)
+                self._drop(sub, "disconnected")
+                return True
+            return freed
         try:
             data = conn.recv(protocol.MAX_CONTROL_MESSAGE) if mask & POLL_IN else b""
         except BlockingIOError:
@@ -393,6 +418,9 @@ class Server:
         self.acks.close()
         for fd in (*self._wake, *self._acquire_wake):
             os.close(fd)
+
+
+_HANG_UP = select.POLLHUP | select.POLLERR
 
 
 def _drain_pipe(fd: int) -> None:

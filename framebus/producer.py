@@ -28,7 +28,7 @@ from ._bus import Bus
 from ._control import ControlServer
 from ._endpoint import PrivateDir
 from ._ratelimit import RateLimitedLog
-from ._server import HOT_WINDOW, Server
+from ._server import Server
 from .buffers import Buffer, BufferPool
 from .controls import Controls
 from .errors import BusClosed, Timeout
@@ -144,12 +144,14 @@ class Producer:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         server, bus, board = self._server, self._bus, self._board
+        new_call = True
         while True:
             with self._lock:
                 self._check_open()
                 assert server is not None and board is not None and self._pool is not None
                 now = time.monotonic()
-                server.hot_until = now + HOT_WINDOW
+                server.acquiring(now, new_call=new_call)
+                new_call = False
                 server.pump(now)
                 index = bus.start_writing()
                 if index is not None:
@@ -169,7 +171,7 @@ class Producer:
             finally:
                 with self._lock:
                     server.acquire_waiters -= 1
-                    server.hot_until = time.monotonic() + HOT_WINDOW
+                    server.acquiring(time.monotonic(), new_call=False)
                     if not server.closed:  # (close() frees the wake pipe once we are out)
                         server.acquire_woken()
 
@@ -237,6 +239,7 @@ class Producer:
                     control.access.gids if allow_gids is None else allow_gids)
             if lease_timeout is not None:
                 server.delivery.lease_timeout = lease_timeout
+                server.notify()  # its timers are set for the old lease timeout
             if max_consumers is not None:
                 control.max_consumers = max_consumers
             evicted = [s for s in self._bus.subscribers.values()
