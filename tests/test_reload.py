@@ -4,6 +4,8 @@ serving and keeps listening for the next SIGHUP."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import select
 import signal
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import framebus
+from framebus.apps.producer import daemon
 from framebus.report import query_status
 
 from .conftest import ROOT, Processes, read_json
@@ -193,3 +196,23 @@ def test_the_same_limits_on_the_command_line_are_a_usage_error(
     assert f"argument {option}: must be" in started.stderr and message in started.stderr
     _assert_clean_log(started.stderr)
     assert not os.path.exists(sock)
+
+
+class _GoneCamera:
+    """Controls of a camera unplugged between the daemon's look and its ioctl."""
+
+    def set(self, values: object) -> dict[str, int]:
+        raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+
+
+class _CameraSource:
+    def controls(self) -> _GoneCamera:
+        return _GoneCamera()
+
+
+def test_controls_a_camera_refuses_with_an_os_error_are_logged_not_raised(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="framebus.daemon"):
+        daemon._set_config_controls(_CameraSource(), "v4l2:/dev/video0",
+                                    {"gain": 10})
+    assert caplog.messages == ["SIGHUP: [controls] not set: [Errno 19] No such device"]
