@@ -2,7 +2,8 @@
 
 SIGINT/SIGTERM stop it: every consumer gets a goodbye with the reason, the
 socket is removed and the exit status is 0. SIGHUP re-reads `--config` (and
-sets its `[controls]` again, those `--control` does not override).
+sets its `[controls]` again, those `--control` does not override; what a
+reload does with a file it cannot apply: docs/reload.md).
 """
 
 from __future__ import annotations
