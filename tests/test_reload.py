@@ -164,11 +164,11 @@ def test_a_camera_back_after_the_file_went_bad_keeps_the_last_good_settings(
     conf = tmp_path / "framebus.toml"
     conf.write_text("max_consumers = 10\n")
     producer, serves = _start("libcamera", procs, sock, conf, request,
-                              "disconnect_after=40,return_after_ms=300", "--on-unplug", "wait")
+                              "disconnect_after=80,return_after_ms=300", "--on-unplug", "wait")
     log = DaemonLog(producer)
     _reload(producer, conf, "max_consumers = 7\n")
     log.wait_for("SIGHUP: reloaded ")
-    conf.write_text("max_consumers = 5000\n")  # before the camera goes (40 frames at 20 fps)
+    conf.write_text("max_consumers = 5000\n")  # before the camera goes (80 frames at 20 fps)
     log.wait_for("the camera is back", timeout=30)
     log.wait_for("serving ", count=2)
     assert "the source is back: keeping the current settings: config " in log.text
