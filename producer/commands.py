@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import grp
 
+from collections.abc import Callable
+
 from framebus import PIXEL_FORMATS, paths
 from framebus.commands import Command
+
+from . import config
 
 
 def _group(value: str) -> int:
@@ -14,6 +18,22 @@ def _group(value: str) -> int:
         return int(value) if value.isdigit() else grp.getgrnam(value).gr_gid
     except KeyError:
         raise argparse.ArgumentTypeError(f"no group named {value!r}") from None
+
+
+def _checked(parse: Callable[[str], object], what: str, check: Callable[[object], object]
+             ) -> Callable[[str], object]:
+    """An argparse type: `parse` the text (`what` it must be), then `check`
+    it as the config file's value is checked."""
+    def convert(text: str) -> object:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
 
 
 def _produce_arguments(produce: argparse.ArgumentParser) -> None:
@@ -30,8 +50,10 @@ def _produce_arguments(produce: argparse.ArgumentParser) -> None:
     produce.add_argument("--buffers", type=int, default=8,
                          help="frame buffers (default 8; libcamera: the buffers picamera2 "
                               "allocates, 5..32)")
-    produce.add_argument("--lease-timeout", type=float, default=1.0,
-                         help="seconds a consumer may hold a frame before revocation (default 1)")
+    produce.add_argument("--lease-timeout", type=_checked(float, "a number", config.lease_timeout),
+                         default=1.0,
+                         help="seconds a consumer may hold a frame before revocation (default 1, "
+                              f"at most {config.LEASE_TIMEOUT_MAX})")
     produce.add_argument("--mode", default="660",
                          help="socket file mode, octal (default 660); with --group, a mode "
                               "that lets the group write (660) admits the group's members")
@@ -44,7 +66,10 @@ def _produce_arguments(produce: argparse.ArgumentParser) -> None:
                          help="admit members of this gid, primary or supplementary "
                               "(repeatable); they must also be able to open the socket "
                               "(--mode/--group)")
-    produce.add_argument("--max-consumers", type=int, default=64)
+    produce.add_argument("--max-consumers", type=_checked(int, "an integer", config.max_consumers),
+                         default=64,
+                         help=f"consumers served at once (default 64, at most "
+                              f"{config.MAX_CONSUMERS_MAX})")
     produce.add_argument("--config", help="TOML file with allow_uids, allow_gids, lease_timeout, "
                                           "max_consumers and a [controls] table; re-read on "
                                           "SIGHUP")

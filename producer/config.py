@@ -4,8 +4,8 @@ Keys (all optional; command-line options give the defaults):
 
     allow_uids = [1000, 1001]   # admitted besides the producer's own uid and root
     allow_gids = [44]           # peers whose primary gid is one of these
-    lease_timeout = 1.0         # seconds
-    max_consumers = 64
+    lease_timeout = 1.0         # seconds, at most 86400
+    max_consumers = 64          # 1 to 4096
 
     [controls]                  # v4l2 camera controls, set before streaming
     exposure_time_absolute = 200
@@ -14,7 +14,11 @@ Keys (all optional; command-line options give the defaults):
 
 All are applied again on SIGHUP; consumers no longer admitted are
 disconnected with the reason "access revoked". `--control NAME=VALUE` on the
-command line overrides the same name in `[controls]`.
+command line overrides the same name in `[controls]`. A file the daemon
+would refuse at start-up is refused whole on SIGHUP (the running settings
+stay), except `[controls]` for a source without camera controls (synthetic,
+libcamera) or controls the camera refuses: those are logged as not set and
+the rest of the file applies.
 """
 
 from __future__ import annotations
@@ -25,6 +29,29 @@ from dataclasses import dataclass, field
 from framebus import FramebusError
 
 _INT_LISTS = ("allow_uids", "allow_gids")
+
+#: `framebus.Producer`'s own bounds: checked here so that a value beyond them
+#: is a clear error at start-up and a refused reload on SIGHUP.
+LEASE_TIMEOUT_MAX = 86_400
+MAX_CONSUMERS_MAX = 4096
+
+
+def lease_timeout(value: object) -> float:
+    """`value` as a lease timeout in seconds; `ValueError` (saying what is
+    accepted) unless it is a number above 0 and at most `LEASE_TIMEOUT_MAX`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 < value <= LEASE_TIMEOUT_MAX:  # NaN fails this too
+        raise ValueError(f"must be a number of seconds, more than 0 and at most "
+                         f"{LEASE_TIMEOUT_MAX}, not {value!r}")
+    return float(value)
+
+
+def max_consumers(value: object) -> int:
+    """`value` as a consumer limit; `ValueError` unless an int from 1 to
+    `MAX_CONSUMERS_MAX`."""
+    if type(value) is not int or not 1 <= value <= MAX_CONSUMERS_MAX:
+        raise ValueError(f"must be an int from 1 to {MAX_CONSUMERS_MAX}, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -56,16 +83,18 @@ def load(path: str | None, defaults: Settings) -> Settings:
         value = data.get(key, [])
         if not isinstance(value, list) or not all(type(v) is int and v >= 0 for v in value):
             raise FramebusError(f"config {path}: {key} must be a list of non-negative ints")
-    lease = data.get("lease_timeout", defaults.lease_timeout)
-    if not isinstance(lease, (int, float)) or isinstance(lease, bool) or lease <= 0:
-        raise FramebusError(f"config {path}: lease_timeout must be a positive number")
-    consumers = data.get("max_consumers", defaults.max_consumers)
-    if type(consumers) is not int or consumers < 1:
-        raise FramebusError(f"config {path}: max_consumers must be a positive int")
+    try:
+        lease = lease_timeout(data.get("lease_timeout", defaults.lease_timeout))
+    except ValueError as exc:
+        raise FramebusError(f"config {path}: lease_timeout {exc}") from None
+    try:
+        consumers = max_consumers(data.get("max_consumers", defaults.max_consumers))
+    except ValueError as exc:
+        raise FramebusError(f"config {path}: max_consumers {exc}") from None
     return Settings(
         allow_uids=tuple(defaults.allow_uids) + tuple(data.get("allow_uids", [])),
         allow_gids=tuple(defaults.allow_gids) + tuple(data.get("allow_gids", [])),
-        lease_timeout=float(lease), max_consumers=consumers,
+        lease_timeout=lease, max_consumers=consumers,
         controls={**defaults.controls, **_controls(path, data.get("controls", {}))})
 
 

@@ -2,7 +2,8 @@
 
 SIGINT/SIGTERM stop it: every consumer gets a goodbye with the reason, the
 socket is removed and the exit status is 0. SIGHUP re-reads `--config` (and
-sets its `[controls]` again, those `--control` does not override).
+sets its `[controls]` again, those `--control` does not override; what a
+reload does with a file it cannot apply: docs/reload.md).
 """
 
 from __future__ import annotations
@@ -84,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
         source = open_source(args.source, fmt, args.fps, args, settings.controls)
         try:
             while True:  # a new bus each time the source comes back with new buffers
-                outcome = _serve(source, args, settings, defaults, stop, reload)
+                outcome, settings = _serve(source, args, settings, defaults, stop, reload)
                 if outcome != RESTART or stop.is_set():
                     break
-                settings = config.load(args.config, defaults)
+                settings = _reread(args.config, defaults, settings)
         finally:
             source.close()
     finally:
@@ -97,18 +98,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(source: Source, args: argparse.Namespace, settings: config.Settings,
-           defaults: config.Settings, stop: threading.Event, reload: threading.Event) -> str:
-    """One bus over the source's current buffers, until the source returns."""
+           defaults: config.Settings, stop: threading.Event, reload: threading.Event
+           ) -> tuple[str, config.Settings]:
+    """One bus over the source's current buffers, until the source returns:
+    how it ended, and the settings last applied (SIGHUP may change them)."""
     with Producer(args.socket, source.format, args.buffers, pool=source.pool(),
                   reserve=source.reserve, lease_timeout=settings.lease_timeout,
                   mode=int(args.mode, 8), group=args.group,
                   allow_uids=settings.allow_uids, allow_gids=settings.allow_gids,
                   max_consumers=settings.max_consumers,
                   controls=source.controls()) as bus:
-        done = threading.Event()
-        reloader = threading.Thread(target=_reload_on_hup, name="framebus-reload",
-                                    args=(bus, args.config, defaults, done, reload),
-                                    kwargs={"source": source, "overridden": _cli_controls(args)})
+        reloader = _Reloader(bus, args.config, defaults, settings, reload, source=source,
+                             source_name=args.source, overridden=_cli_controls(args))
         reloader.start()
         log.info("serving %s %dx%d at %s on %s", source.format.pixel_format,
                  source.format.width, source.format.height,
@@ -116,15 +117,24 @@ def _serve(source: Source, args: argparse.Namespace, settings: config.Settings,
         try:
             outcome = source.run(bus, stop)
         finally:
-            done.set()
-            reload.set()  # wake the reloader so it sees `done`
-            reloader.join()
+            reloader.finish()
         stats = bus.stats()
         # A source that went away has already told the consumers why.
         bus.close("producer stopped by signal" if outcome == STOPPED else "source ended")
     log.info("%s: published %d frames, %d leases revoked, %d reclaimed", outcome,
              stats["published"], stats["revoked"], stats["reclaimed"])
-    return outcome
+    return outcome, reloader.settings
+
+
+def _reread(path: str | None, defaults: config.Settings,
+            current: config.Settings) -> config.Settings:
+    """The config file read again for the source's new bus; `current` (with
+    the reason logged) if the file has gone bad meanwhile, as on SIGHUP."""
+    try:
+        return config.load(path, defaults)
+    except FramebusError as exc:
+        log.error("the source is back: keeping the current settings: %s", exc)
+        return current
 
 
 def _cli_controls(args: argparse.Namespace) -> set[str]:
@@ -132,36 +142,63 @@ def _cli_controls(args: argparse.Namespace) -> set[str]:
     return {text.partition("=")[0].strip() for text in getattr(args, "control", None) or []}
 
 
-def _set_config_controls(source: Source, wanted: Mapping[str, int | str]) -> None:
-    controls = getattr(source, "controls", None)
-    if not wanted or controls is None:
+def _set_config_controls(source: Source, source_name: str,
+                         wanted: Mapping[str, int | str]) -> None:
+    """Set the config file's `[controls]` again (on SIGHUP); what cannot be
+    set is logged, and the rest of the reload stands."""
+    if not wanted:
+        return
+    controls = source.controls()
+    if controls is None:
+        log.warning("SIGHUP: [controls] not set: the %s source has no camera controls (the "
+                    "daemon refuses [controls] for it at start-up)", source_name)
         return
     try:
-        applied = controls().set(dict(wanted))
-    except FramebusError as exc:
+        applied = controls.set(dict(wanted))
+    except (FramebusError, OSError) as exc:  # OSError: e.g. ENODEV, the camera just went away
         log.error("SIGHUP: [controls] not set: %s", exc)
         return
     log.info("SIGHUP: controls set: %s", ", ".join(f"{k}={v}" for k, v in applied.items()))
 
 
-def _reload_on_hup(bus: Producer, path: str | None, defaults: config.Settings,
-                   done: threading.Event, reload: threading.Event, *,
-                   source: Source | None = None, overridden: set[str] | None = None) -> None:
-    while True:
-        reload.wait()
-        reload.clear()
-        if done.is_set():
-            return
-        try:
-            settings = config.load(path, defaults)
-        except FramebusError as exc:
-            log.error("SIGHUP: keeping the current settings: %s", exc)
-            continue
-        evicted = bus.reconfigure(allow_uids=settings.allow_uids, allow_gids=settings.allow_gids,
-                                  lease_timeout=settings.lease_timeout,
-                                  max_consumers=settings.max_consumers)
-        log.info("SIGHUP: reloaded %s%s", path or "settings",
-                 f"; disconnected {', '.join(evicted)}" if evicted else "")
-        if source is not None:
-            _set_config_controls(source, {name: value for name, value in settings.controls.items()
-                                          if name not in (overridden or set())})
+class _Reloader(threading.Thread):
+    """Applies the config file again on each SIGHUP (`reload` set) while one
+    bus serves. A file the daemon would refuse at start-up is refused whole;
+    `settings` are the ones last applied."""
+
+    def __init__(self, bus: Producer, path: str | None, defaults: config.Settings,
+                 settings: config.Settings, reload: threading.Event, *, source: Source,
+                 source_name: str, overridden: set[str]) -> None:
+        super().__init__(name="framebus-reload")
+        self.settings = settings
+        self._bus, self._path, self._defaults = bus, path, defaults
+        self._source, self._source_name, self._overridden = source, source_name, overridden
+        self._reload = reload
+        self._done = threading.Event()
+
+    def finish(self) -> None:
+        """Stop (the bus is about to close) and wait for the thread to end."""
+        self._done.set()
+        self._reload.set()  # wake the thread so it sees `_done`
+        self.join()
+
+    def run(self) -> None:
+        while True:
+            self._reload.wait()
+            self._reload.clear()
+            if self._done.is_set():
+                return
+            try:
+                settings = config.load(self._path, self._defaults)
+            except FramebusError as exc:
+                log.error("SIGHUP: keeping the current settings: %s", exc)
+                continue
+            evicted = self._bus.reconfigure(
+                allow_uids=settings.allow_uids, allow_gids=settings.allow_gids,
+                lease_timeout=settings.lease_timeout, max_consumers=settings.max_consumers)
+            self.settings = settings
+            log.info("SIGHUP: reloaded %s%s", self._path or "settings",
+                     f"; disconnected {', '.join(evicted)}" if evicted else "")
+            _set_config_controls(self._source, self._source_name,
+                                 {name: value for name, value in settings.controls.items()
+                                  if name not in self._overridden})
