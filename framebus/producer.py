@@ -37,6 +37,9 @@ from .linux.fdpass import Credentials
 
 log = logging.getLogger("framebus.producer")
 
+LEASE_TIMEOUT_MAX = 86_400  # s
+MAX_CONSUMERS_MAX = 4096
+
 
 class Producer:
     """A frame bus at a Unix socket path, serving any number of consumers.
@@ -77,10 +80,8 @@ class Producer:
         if not 0 <= reserve < count:
             raise ValueError(f"reserve {reserve} leaves no buffer for consumers "
                              f"(it must be 0..{count - 1})")
-        if not 0 < lease_timeout <= 86_400:
-            raise ValueError(f"lease_timeout must be 0..86400 s, not {lease_timeout}")
-        if not 1 <= max_consumers <= 4096:
-            raise ValueError(f"max_consumers must be 1..4096, not {max_consumers}")
+        _check_lease_timeout(lease_timeout)
+        _check_max_consumers(max_consumers)
         self.path = os.fspath(path)
         self.format = fmt
         self._lock = threading.Lock()
@@ -227,8 +228,10 @@ class Producer:
         Consumers the new allow-list no longer admits are disconnected with a
         reason they can read; returns the names of those disconnected.
         """
-        if lease_timeout is not None and not 0 < lease_timeout <= 86_400:
-            raise ValueError(f"lease_timeout must be 0..86400 s, not {lease_timeout}")
+        if lease_timeout is not None:
+            _check_lease_timeout(lease_timeout)
+        if max_consumers is not None:
+            _check_max_consumers(max_consumers)
         with self._lock:
             self._check_open()
             control, server = self._control, self._server
@@ -303,3 +306,14 @@ class Producer:
             "unknown_peer": self._bus.counters["unknown_peer"] + relay.get("unknown_peer", 0),
             "relays": len(self._server.relays), "relay": relay,
         }
+
+
+def _check_lease_timeout(value: float) -> None:
+    if not 0 < value <= LEASE_TIMEOUT_MAX:  # NaN fails this too
+        raise ValueError(f"lease_timeout must be more than 0 and at most {LEASE_TIMEOUT_MAX} s, "
+                         f"not {value}")
+
+
+def _check_max_consumers(value: int) -> None:
+    if not 1 <= value <= MAX_CONSUMERS_MAX:
+        raise ValueError(f"max_consumers must be 1..{MAX_CONSUMERS_MAX}, not {value}")

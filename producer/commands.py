@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from framebus import PIXEL_FORMATS, paths
 from framebus.commands import Command
+from framebus.producer import LEASE_TIMEOUT_MAX, MAX_CONSUMERS_MAX
 
 from . import config
 
@@ -53,7 +54,7 @@ def _produce_arguments(produce: argparse.ArgumentParser) -> None:
     produce.add_argument("--lease-timeout", type=_checked(float, "a number", config.lease_timeout),
                          default=1.0,
                          help="seconds a consumer may hold a frame before revocation (default 1, "
-                              f"at most {config.LEASE_TIMEOUT_MAX})")
+                              f"at most {LEASE_TIMEOUT_MAX})")
     produce.add_argument("--mode", default="660",
                          help="socket file mode, octal (default 660); with --group, a mode "
                               "that lets the group write (660) admits the group's members")
@@ -69,7 +70,7 @@ def _produce_arguments(produce: argparse.ArgumentParser) -> None:
     produce.add_argument("--max-consumers", type=_checked(int, "an integer", config.max_consumers),
                          default=64,
                          help=f"consumers served at once (default 64, at most "
-                              f"{config.MAX_CONSUMERS_MAX})")
+                              f"{MAX_CONSUMERS_MAX})")
     produce.add_argument("--config", help="TOML file with allow_uids, allow_gids, lease_timeout, "
                                           "max_consumers and a [controls] table; re-read on "
                                           "SIGHUP")

@@ -27,13 +27,12 @@ import tomllib
 from dataclasses import dataclass, field
 
 from framebus import FramebusError
+from framebus.producer import LEASE_TIMEOUT_MAX, MAX_CONSUMERS_MAX
 
 _INT_LISTS = ("allow_uids", "allow_gids")
 
-#: `framebus.Producer`'s own bounds: checked here so that a value beyond them
-#: is a clear error at start-up and a refused reload on SIGHUP.
-LEASE_TIMEOUT_MAX = 86_400
-MAX_CONSUMERS_MAX = 4096
+# `framebus.Producer`'s own bounds, checked here too so that a value beyond
+# them is a clear error at start-up and a refused reload on SIGHUP.
 
 
 def lease_timeout(value: object) -> float:
