@@ -355,3 +355,17 @@ def test_every_refusal_is_a_permission_denied(sock):
             with pytest.raises(framebus.PermissionDenied) as info:
                 framebus.Consumer(sock, max_held=1)
     assert isinstance(info.value, PermissionError) and isinstance(info.value, framebus.Refused)
+
+
+@pytest.mark.parametrize("settings, what", [
+    ({"lease_timeout": 0}, "lease_timeout"), ({"lease_timeout": float("nan")}, "lease_timeout"),
+    ({"lease_timeout": 86_401}, "lease_timeout"), ({"max_consumers": 0}, "max_consumers"),
+    ({"max_consumers": 4097}, "max_consumers"),
+])
+def test_reconfigure_refuses_what_the_constructor_refuses(bus, sock, settings, what):
+    with pytest.raises(ValueError, match=what):
+        framebus.Producer(sock + ".2", FMT, **settings)
+    with pytest.raises(ValueError, match=what):
+        bus.reconfigure(**settings)
+    assert bus.stats()["lease_timeout"] == bus.lease_timeout > 0  # unchanged, still serving
+    assert publish(bus) >= 1
