@@ -170,10 +170,11 @@ class Bus:
     def start_writing(self) -> int | None:
         """A buffer to write the next frame into, or None (all leased, or a
         source that is not live waiting for a full queue consumer)."""
-        if not self.live and any(
-                s.policy == QUEUE and s.connected and self.leases.held(s.id) >= s.depth
-                for s in self.subscribers.values()):
-            return None
+        if not self.live:
+            held = self.leases.held
+            for s in self.subscribers.values():
+                if s.policy == QUEUE and s.connected and held(s.id) >= s.depth:
+                    return None
         index = self.leases.start_writing()
         if index is not None:
             self.frames[index] = None

@@ -171,6 +171,13 @@ class Delivery:
     def _on_bus_message(self, sub: Subscriber, payload: bytes, now: float) -> bool:
         """A CREDIT, RELEASE or REPORT from `sub`, checked first."""
         bus = self._bus
+        release = protocol.decode_release(payload)
+        if release is not None:  # the one message per frame: no generic dispatch
+            seq, credit, received = release
+            freed = bus.on_release(sub, (seq,), now, received)
+            if credit:
+                self._credit(sub, credit, now)
+            return freed
         try:
             kind, values = protocol.decode_bus(payload)
         except ProtocolError as exc:

@@ -252,13 +252,24 @@ def encode_release(seqs: list[int], credit: int, received: int) -> bytes:
     return RELEASE.encode(seqs, credit, received)
 
 
+def decode_release(payload: bytes) -> tuple[int, int, int] | None:
+    """A one-frame RELEASE in the fixed layout: (seq, credit, received);
+    None for anything else (which `decode_bus` then checks)."""
+    if len(payload) != RELEASE_SIZE:
+        return None
+    a, kind, a1, t1, seq, t2, credit, t3, received = _RELEASE_LAYOUT.unpack(payload)
+    if (a == _ARRAY4 and kind == RELEASE.code and a1 == _ARRAY1 and t1 == t3 == _UINT64
+            and t2 == _UINT16 and credit <= 256):
+        return seq, credit, received
+    return None
+
+
 def decode_bus(payload: bytes) -> Decoded:
     """A consumer's bus message (CREDIT, RELEASE, REPORT or anything in
     `BUS`), checked: a one-frame RELEASE in the fixed layout at once, the
     rest the generic way. Raises ProtocolError."""
-    if len(payload) == RELEASE_SIZE:
-        a, kind, a1, t1, seq, t2, credit, t3, received = _RELEASE_LAYOUT.unpack(payload)
-        if (a == _ARRAY4 and kind == RELEASE.code and a1 == _ARRAY1 and t1 == t3 == _UINT64
-                and t2 == _UINT16 and credit <= 256):
-            return Decoded(RELEASE, ((seq,), credit, received))
+    release = decode_release(payload)
+    if release is not None:
+        seq, credit, received = release
+        return Decoded(RELEASE, ((seq,), credit, received))
     return decode(payload, BUS, MAX_ZMQ_MESSAGE)
