@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Protocol
+from typing import Callable, Protocol
 
-from framebus import BufferPool, FrameFormat, Producer
+from framebus import BufferPool, FramebusError, FrameFormat, Producer
 from framebus.controls import Controls
+
+log = logging.getLogger("framebus.source")
+
+REOPEN_EVERY = 0.25  # seconds between looks for a camera that went away
 
 #: How `Source.run()` ended.
 STOPPED = "stopped"  # `stop` was set
@@ -42,3 +47,19 @@ class Source(Protocol):
 
     def close(self) -> None:
         """Free whatever the source holds; safe twice."""
+
+
+def wait_until_back(name: str, setup: Callable[[], None], stop: threading.Event) -> bool:
+    """``--on-unplug wait``: try `setup` (which raises `FramebusError` while
+    the camera is away) every REOPEN_EVERY seconds; True once it worked,
+    False if `stop` was set first."""
+    log.info("%s: waiting for the camera to come back (--on-unplug wait)", name)
+    while not stop.wait(REOPEN_EVERY):
+        try:
+            setup()
+        except FramebusError as exc:
+            log.debug("%s: not back yet: %s", name, exc)
+            continue
+        log.info("%s: the camera is back: streaming again", name)
+        return True
+    return False

@@ -37,7 +37,7 @@ from typing import Any
 
 from framebus import BufferPool, FramebusError, FrameFormat, Producer
 
-from ..source import RESTART, STOPPED, UNPLUGGED
+from ..source import RESTART, STOPPED, UNPLUGGED, wait_until_back
 from .camera import Camera, open_camera
 from .formats import picamera2_format
 from .requests import RequestPool, RequestStats, reserve_for
@@ -46,7 +46,6 @@ __all__ = ["LibcameraSource", "parse_spec"]
 
 log = logging.getLogger("framebus.libcamera")
 
-_REOPEN_EVERY = 0.25  # seconds between looks for a camera that went away
 _IDLE_WAIT = 0.2  # seconds per wait for a request while libcamera has all it needs
 _STARVED_WAIT = 0.005  # ... while a lease keeps a request from libcamera
 
@@ -144,7 +143,7 @@ class LibcameraSource:
         bus.close("camera unplugged")
         if self.on_unplug == "exit":
             return UNPLUGGED
-        return RESTART if self._reopen(stop) else STOPPED
+        return RESTART if wait_until_back(self.name, self._setup, stop) else STOPPED
 
     def close(self) -> None:
         """Stop and close the camera; safe twice."""
@@ -266,16 +265,3 @@ class LibcameraSource:
         if self._camera is not None:
             self._camera.close()
             self._camera = None
-
-    def _reopen(self, stop: threading.Event) -> bool:
-        """Wait for the camera to come back and set it up as before."""
-        log.info("%s: waiting for the camera to come back (--on-unplug wait)", self.name)
-        while not stop.wait(_REOPEN_EVERY):
-            try:
-                self._setup()
-            except FramebusError as exc:
-                log.debug("%s: not back yet: %s", self.name, exc)
-                continue
-            log.info("%s: the camera is back: streaming again", self.name)
-            return True
-        return False

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 
 from framebus import BufferPool, FramebusError, FrameFormat, Producer
 
-from ..source import RESTART, STOPPED, UNPLUGGED
+from ..source import RESTART, STOPPED, UNPLUGGED, wait_until_back
 from .capture import Capture, CaptureStats
 from .controls import ControlError, V4L2Controls, parse_assignment
 from .device import Device, busy_message
@@ -43,7 +43,6 @@ __all__ = ["V4L2Source", "STOPPED", "UNPLUGGED", "RESTART"]
 
 log = logging.getLogger("framebus.v4l2")
 
-_REOPEN_EVERY = 0.25  # seconds between looks for an unplugged camera
 
 
 class V4L2Source:
@@ -143,7 +142,7 @@ class V4L2Source:
         bus.close("camera unplugged")
         if self.on_unplug == "exit":
             return UNPLUGGED
-        return RESTART if self._reopen(stop) else STOPPED
+        return RESTART if wait_until_back(self.path, self._setup, stop) else STOPPED
 
     def close(self) -> None:
         """Stop and free the device and its buffers; safe twice."""
@@ -225,17 +224,3 @@ class V4L2Source:
             if self._dev is not None:
                 self._dev.close()
                 self._dev = None
-
-    def _reopen(self, stop: threading.Event) -> bool:
-        """Wait for the camera to come back and set it up as before."""
-        log.info("%s: waiting for the camera to come back (--on-unplug wait)", self.path)
-        while not stop.wait(_REOPEN_EVERY):
-            try:
-                self._setup()
-            except FramebusError as exc:
-                log.debug("%s: not back yet: %s", self.path, exc)
-                continue
-            log.info("%s: the camera is back: streaming again", self.path)
-            return True
-        return False
-
