@@ -76,6 +76,9 @@ class ControlRequests:
             return
         self.serve(conn, values)
 
+    def next_deadline(self) -> float | None:
+        return min((deadline for _, deadline in self._peers.values()), default=None)
+
     def expire(self, now: float) -> None:
         for fd, (conn, deadline) in list(self._peers.items()):
             if deadline <= now:

@@ -72,6 +72,7 @@ class Server:
         self.hot_until = 0.0  # ... or to one that ran just now (see `acquiring`)
         self._last_acquire = 0.0
         self._timers_at = 0.0  # when the timers (handshakes, leases, idle relays) next need a look
+        self.sleeping_until = 0.0  # when this thread's current poll ends (read by acquire())
         self.closed = False
         self._describe = describe
         self._rate_log = rate_log
@@ -179,7 +180,7 @@ class Server:
         for sub in self.bus.to_cut():
             self.bus.counters["cut_off"] += 1
             self._drop(sub, sub.cut_off, bye=f"disconnected: {sub.cut_off}")
-            freed = True
+            freed = timers = True  # (its relay may be idle now)
         if timers:
             self.control.expire(self._poller, now)
             self._requests.expire(now)
@@ -198,24 +199,38 @@ class Server:
                 pass  # already pending
 
     def _sleep(self, deadline: float) -> list[tuple[int, int]]:
-        """Poll until an event or `deadline`. While the acks are muted, wake
-        every HOT_WINDOW to see, without the lock, whether acquire() still
-        handles them: flat out it runs every few microseconds, and a thread
-        that took the lock to find that out (or was woken to) would cost the
-        publishing thread a futex wake-up on many of its releases. A stale
-        read costs one more slice.
+        """Poll until an event or `deadline`. While the acks are muted
+        because acquire() is hot, wake when its hold ends and look, without
+        the lock, whether it still handles them: flat out it runs every few
+        microseconds, and a thread that took the lock to find that out (or
+        was woken to) would cost the publishing thread a futex wake-up on
+        many of its releases. While acquire() waits on the acks it handles
+        them itself, however long: this thread sleeps on, and acquire()
+        wakes it if it stops waiting while this thread means to sleep past
+        its hold (`sleeping_until`, written before the state is read, so
+        either this thread sees the change or acquire() sees the long sleep).
         """
         while True:
+            self.sleeping_until = deadline
             now = time.monotonic()
             until = deadline
             if self.muted:
                 hot_until = self.hot_until
                 if hot_until <= now and not self.acquire_waiters:
                     return []  # time to take the acks back
-                until = min(deadline, max(hot_until, now + HOT_WINDOW))
+                if hot_until > now:
+                    until = min(deadline, hot_until)
+            self.sleeping_until = until
             events = self._poller.poll(max(0, int((until - now) * 1000) + 1))
             if events or time.monotonic() >= deadline:
                 return events
+
+    def acquire_done(self) -> None:
+        """acquire() stopped waiting (lock held): wake this thread if it
+        sleeps past acquire()'s hold on the acks, so they are not left
+        unattended once publishing stops."""
+        if self.muted and not self.acquire_waiters and self.sleeping_until > self.hot_until:
+            self.notify()
 
     def _mute_acks(self, mute: bool) -> None:
         """Poll the ack fds (relay links, socket-channel connections) for
@@ -238,7 +253,7 @@ class Server:
         wake = time.monotonic() + self.delivery.lease_timeout / 4
         idle = [r.idle_since + RELAY_IDLE for r in self.relays.values() if r.idle_since]
         for deadline in (self.control.next_deadline(), self.bus.next_deadline(),
-                         min(idle, default=None)):
+                         self._requests.next_deadline(), min(idle, default=None)):
             if deadline is not None:
                 wake = min(wake, deadline)
         return wake

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 _DONTWAIT = socket.MSG_DONTWAIT
-_TIMEVAL = struct.Struct("@ll")  # SO_RCVTIMEO's struct timeval
+_TIMEVALS = (struct.Struct("@ll"), struct.Struct("@qq"))  # SO_RCVTIMEO's struct timeval
+RECV_SLICE = 0.25  # s: the longest a socket-channel recv() blocks before looking at the time
 
 
 class Session:
@@ -62,7 +63,7 @@ class Session:
         self.closed = False
         self.gone: ProducerGone | None = None
         self._spin = spin
-        self._rcvtimeo: float | None = None  # the control socket's SO_RCVTIMEO, as last set
+        self._slices = False  # the control socket's recv() gives up every RECV_SLICE
         self._lock = threading.Lock()
         self._mapping: ReadOnlyMapping | None = None
         self.status: StatusBoard | None = None
@@ -89,6 +90,7 @@ class Session:
             # Python timeout would poll() first. Every other use passes
             # MSG_DONTWAIT.
             self._ctrl.settimeout(None)
+            self._slices = channel == SOCKET and self._slice_receives()
             if channel == ZMQ and policy == QUEUE:
                 self.send(protocol.CREDIT.encode(0))  # "connected": frames may flow
         except BaseException:
@@ -214,44 +216,61 @@ class Session:
 
     def _wait_control(self, deadline: float | None, timeout: float | None) -> Announcement:
         """The next FRAME on the control socket (channel "socket"): a
-        blocking recv() per frame, one system call when one is waiting."""
+        blocking recv() per frame, one system call when one is waiting.
+
+        The recv() gives up every RECV_SLICE (SO_RCVTIMEO, set once); the
+        last stretch before the deadline is waited in epoll instead, whose
+        timer is precise where SO_RCVTIMEO rounds to the kernel's ticks.
+        """
         while True:
             if self.gone is not None:
                 raise self.gone
             remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise Timeout(f"no frame within {timeout} s")
-            self._set_receive_timeout(remaining)
+            if not self._slices or (remaining is not None and remaining <= RECV_SLICE):
+                announced = self._wait_readable(remaining)
+                if announced is not None:
+                    return announced
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(f"no frame within {timeout} s")
+                continue
             try:
                 # Not under the lock: a release may be sent from another
                 # thread meanwhile; close() shuts the socket down to wake us.
                 data = self._ctrl.recv(protocol.MAX_CONTROL_MESSAGE)
             except BlockingIOError:
-                continue  # SO_RCVTIMEO ran out: look at the deadline again
+                continue  # a slice ran out: look at the deadline again
             except OSError as exc:
+                if self.closed:
+                    raise ProducerGone("the session is closed") from None
                 self.gone = ProducerGone(f"connection error: {exc}")
                 raise self.gone from None
             if not data and self.closed:
                 raise ProducerGone("the session is closed")
             return self._on_control(data)
 
-    def _set_receive_timeout(self, remaining: float | None) -> None:
-        """Set SO_RCVTIMEO near `remaining` (None: no limit); skipped while
-        the value set is close enough (at most 5 ms late, at least half),
-        as waits with a deadline repeat with slightly less time left."""
-        set_to = self._rcvtimeo
-        if remaining is None:
-            if set_to == 0.0:
-                return
-            remaining = 0.0  # 0: block without limit
-        elif set_to and remaining / 2 <= set_to <= remaining + 0.005:
-            return
-        else:
-            remaining = max(remaining, 1e-6)  # 0 would mean "for ever"
-        seconds = int(remaining)
-        self._ctrl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                              _TIMEVAL.pack(seconds, int((remaining - seconds) * 1e6)))
-        self._rcvtimeo = remaining
+    def _wait_readable(self, remaining: float | None) -> Announcement | None:
+        """Up to `remaining` s (none: one look) for the session's fd, then
+        a FRAME if one came."""
+        if remaining is None or remaining > 0:
+            try:
+                assert self._epoll is not None
+                self._epoll.poll(-1 if remaining is None else remaining)
+            except (ValueError, OSError):  # closed by close() in another thread
+                raise ProducerGone("the session is closed") from None
+        return self.try_receive()
+
+    def _slice_receives(self) -> bool:
+        """Make a blocking recv() give up after RECV_SLICE; False if this
+        platform's SO_RCVTIMEO takes neither timeval layout (then every
+        wait goes through epoll)."""
+        for layout in _TIMEVALS:  # 32-bit platforms with a 64-bit time_t take the second
+            try:
+                self._ctrl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                      layout.pack(0, int(RECV_SLICE * 1e6)))
+                return True
+            except OSError:
+                continue
+        return False
 
     def _read_control(self) -> Announcement | None:
         """A FRAME from the control socket (channel "socket"), or the news

@@ -206,6 +206,7 @@ class Consumer:
                     if frame is not None:
                         return frame
             except ProducerGone:
+                self._check_open()  # close() from another thread ended the wait
                 if not self.reconnect:
                     raise
                 self._drop_session()
@@ -233,6 +234,7 @@ class Consumer:
                     if frame is not None:
                         return frame
             except ProducerGone:
+                self._check_open()  # close() from another thread ended the wait
                 if not self.reconnect:
                     raise
                 self._drop_session()
@@ -298,13 +300,19 @@ class Consumer:
     def _reattach(self, deadline: float | None, timeout: float | None) -> Session:
         """Attach to the producer again, waiting for it to come back."""
         while True:
+            self._check_open()
             try:
-                self._session = self._attach()
-                return self._session
+                session = self._attach()
             except (NoProducer, ProducerRefusedConnection, ProducerGone, Timeout):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Timeout(f"no producer at {self.path} within {timeout} s") from None
                 time.sleep(_RECONNECT_INTERVAL)
+                continue
+            if self._closed:  # closed while attaching: the new session is nobody's
+                session.close()
+                self._check_open()
+            self._session = session
+            return session
 
     def _drop_session(self) -> None:
         session, self._session = self._session, None

@@ -175,6 +175,7 @@ class Producer:
                     server.acquiring(time.monotonic(), new_call=False)
                     if not server.closed:  # (close() frees the wake pipe once we are out)
                         server.acquire_woken()
+                        server.acquire_done()
 
     def publish(self, buffer: Buffer, timestamp_ns: int | None = None,
                 bytesused: int | None = None) -> int:

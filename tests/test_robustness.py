@@ -162,3 +162,79 @@ def test_closing_a_consumer_wakes_a_get_waiting_in_another_thread(sock, channel)
         thread.join(timeout=5)
         assert not thread.is_alive(), "get() still waits after close()"
         assert len(outcome) == 1 and isinstance(outcome[0], framebus.FramebusError), outcome
+
+
+@pytest.mark.parametrize("channel", ["zmq", "socket"])
+def test_get_with_timeout_zero_returns_a_frame_already_waiting(sock, channel):
+    with framebus.Producer(sock, FMT, buffers=8, reserve=1) as bus, \
+            framebus.Consumer(sock, channel=channel, policy="queue", depth=4, max_held=1) as cam:
+        while True:  # until its bus channel is up
+            _publish(bus)
+            try:
+                cam.get(timeout=0.2).release()
+                break
+            except framebus.Timeout:
+                continue
+        seqs = [_publish(bus) for _ in range(3)]
+        deadline = time.monotonic() + 5
+        got: list[int] = []
+        while len(got) < 3 and time.monotonic() < deadline:  # (zmq: they may still be on the way)
+            try:
+                with cam.get(timeout=0) as frame:
+                    got.append(frame.seq)
+            except framebus.Timeout:
+                time.sleep(0.01)
+        assert got == seqs
+        with pytest.raises(framebus.Timeout):
+            cam.get(timeout=0)
+
+
+def test_closing_a_reconnecting_consumer_during_get_does_not_attach_again(sock):
+    with framebus.Producer(sock, FMT, buffers=4, reserve=1) as bus:
+        cam = framebus.Consumer(sock, channel="socket", reconnect=True)
+        outcome: list[BaseException] = []
+
+        def waiter() -> None:
+            try:
+                cam.get(timeout=20)
+            except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
+                outcome.append(exc)
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.3)
+        cam.close()
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], framebus.BusClosed), outcome
+        time.sleep(0.3)
+        assert bus.stats()["consumers"] == []
+
+
+def _context_switches(native_id: int) -> int:
+    with open(f"/proc/self/task/{native_id}/status") as status:
+        fields = dict(line.split(":", 1) for line in status if ":" in line)
+    return int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"])
+
+
+def test_the_server_thread_sleeps_while_acquire_waits_after_running_flat_out(sock):
+    """acquire() handles the acks while it waits; the server thread must not
+    keep waking up meanwhile (it did, every 2 ms, after a flat-out phase)."""
+    with framebus.Producer(sock, FMT, buffers=4, reserve=0, lease_timeout=30) as bus, \
+            framebus.Consumer(sock, channel="socket", policy="queue", depth=4,
+                              max_held=4) as cam:
+        server = next(t for t in threading.enumerate() if t.name == "framebus-server")
+        for _ in range(200):  # flat out: acquire() is hot, the acks are muted
+            _publish(bus)
+            cam.get(timeout=2).release()
+        held = []
+        for _ in range(4):
+            _publish(bus)
+            held.append(cam.get(timeout=2))  # every buffer leased now
+        before = _context_switches(server.native_id)
+        with pytest.raises(framebus.Timeout):
+            bus.acquire(timeout=1.0)
+        woken = _context_switches(server.native_id) - before
+        for frame in held:
+            frame.release()
+        assert woken < 60, f"the server thread woke {woken} times in 1 s"
