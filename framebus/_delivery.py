@@ -126,12 +126,13 @@ class Delivery:
                 break
             for source in ready:
                 if isinstance(source, RelayLink):
-                    freed |= self._read_relay(source, now)
+                    freed |= self.read_relay(source, now)
                 else:
                     freed |= self.read_socket_channel(source, now, 1)
         return freed
 
-    def _read_relay(self, relay: RelayLink, now: float) -> bool:
+    def read_relay(self, relay: RelayLink, now: float) -> bool:
+        """Apply the acks of one message from `relay` (up to 256)."""
         bus = self._bus
         freed = False
         for token, payload, problem in relay.receive(1):  # one link message: <= 256 acks

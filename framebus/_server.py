@@ -145,7 +145,9 @@ class Server:
     def _serve(self, events: list[tuple[int, int]], listen_fd: int) -> None:
         """One wake-up's work (lock held).
 
-        A wake-up for acks alone (a consumer's RELEASE, once per frame at a
+        Acks are read from the sources this poll reported (every ack fd is
+        in it while unmuted), so no second look through the ack set. A
+        wake-up for acks alone (a consumer's RELEASE, once per frame at a
         camera's pace) skips the timers until they are due: they look at
         every handshake, lease and relay.
         """
@@ -156,6 +158,10 @@ class Server:
             sub = self._conns.get(fd)
             if sub is not None and sub.channel == SOCKET and not mask & _HANG_UP:
                 freed |= self._on_control(sub, mask, now)
+                continue
+            relay = self._relay_at(fd)
+            if relay is not None and not mask & _HANG_UP:
+                freed |= self.delivery.read_relay(relay, now)
                 continue
             timers = True  # anything else may change a deadline
             if fd == listen_fd:
@@ -170,13 +176,10 @@ class Server:
                 freed |= self._on_control(self._conns[fd], mask, now)
             elif self._requests.owns(fd):
                 self._requests.on_request(fd)
-            elif mask & _HANG_UP:
-                for relay in self.relays.values():
-                    if relay.fileno() == fd:
-                        relay.alive = False
-        if not self.muted:
-            freed |= self.pump(now)
-        freed |= self._reap_relays()
+            elif relay is not None:  # hung up
+                relay.alive = False
+        if self._reap_relays():
+            freed = timers = True
         for sub in self.bus.to_cut():
             self.bus.counters["cut_off"] += 1
             self._drop(sub, sub.cut_off, bye=f"disconnected: {sub.cut_off}")
@@ -189,6 +192,9 @@ class Server:
             self._timers_at = self._next_wake()
         if freed:
             self._wake_acquire()
+
+    def _relay_at(self, fd: int) -> RelayLink | None:
+        return next((r for r in self.relays.values() if r.fileno() == fd), None)
 
     def _wake_acquire(self) -> None:
         """Make a waiting acquire() look again (a buffer was freed)."""

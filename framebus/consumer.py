@@ -205,11 +205,8 @@ class Consumer:
                     frame = self._accept(session, announced)
                     if frame is not None:
                         return frame
-            except ProducerGone:
-                self._check_open()  # close() from another thread ended the wait
-                if not self.reconnect:
-                    raise
-                self._drop_session()
+            except ProducerGone as exc:
+                self._after_producer_gone(exc)
 
     async def _anext(self, timeout: float | None, after: Frame | None = None) -> Frame:
         releasing = self._start(after)
@@ -233,11 +230,16 @@ class Consumer:
                     frame = self._accept(session, announced)
                     if frame is not None:
                         return frame
-            except ProducerGone:
-                self._check_open()  # close() from another thread ended the wait
-                if not self.reconnect:
-                    raise
-                self._drop_session()
+            except ProducerGone as exc:
+                self._after_producer_gone(exc)
+
+    def _after_producer_gone(self, exc: ProducerGone) -> None:
+        """A get() lost its session: raise (BusClosed if close() from another
+        thread ended the wait), or drop it to attach again (`reconnect`)."""
+        self._check_open()
+        if not self.reconnect:
+            raise exc
+        self._drop_session()
 
     def _wait_until(self, deadline: float | None) -> float:
         """How long to wait before asking again: a request or its answer can

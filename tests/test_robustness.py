@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import zmq
@@ -20,22 +21,30 @@ def _publish(bus: framebus.Producer) -> int:
     return bus.publish(bus.acquire(timeout=1))
 
 
-def test_close_during_a_blocked_acquire_raises_bus_closed(sock):
-    bus = framebus.Producer(sock, FMT, buffers=2, reserve=1)
-    held = [bus.acquire(timeout=1), bus.acquire(timeout=1)]  # every buffer is being written
+def _close_while_waiting(wait: Callable[[], object], close: Callable[[], None],
+                         join_timeout: float) -> tuple[threading.Thread, list[BaseException]]:
+    """Run `wait` in a thread, `close` 0.3 s later; the thread (joined up
+    to `join_timeout`) and what `wait` raised."""
     outcome: list[BaseException] = []
 
     def waiter() -> None:
         try:
-            bus.acquire(timeout=10)
+            wait()
         except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
             outcome.append(exc)
 
     thread = threading.Thread(target=waiter)
     thread.start()
     time.sleep(0.3)
-    bus.close()
-    thread.join(timeout=10)
+    close()
+    thread.join(timeout=join_timeout)
+    return thread, outcome
+
+
+def test_close_during_a_blocked_acquire_raises_bus_closed(sock):
+    bus = framebus.Producer(sock, FMT, buffers=2, reserve=1)
+    held = [bus.acquire(timeout=1), bus.acquire(timeout=1)]  # every buffer is being written
+    thread, outcome = _close_while_waiting(lambda: bus.acquire(timeout=10), bus.close, 10)
     assert not thread.is_alive() and len(held) == 2
     assert len(outcome) == 1 and isinstance(outcome[0], framebus.BusClosed), outcome
 
@@ -147,19 +156,8 @@ def test_a_credit_sent_just_after_a_publish_is_answered_when_publishing_stops(so
 def test_closing_a_consumer_wakes_a_get_waiting_in_another_thread(sock, channel):
     with framebus.Producer(sock, FMT, buffers=4, reserve=1):
         cam = framebus.Consumer(sock, channel=channel)
-        outcome: list[BaseException] = []
-
-        def waiter() -> None:
-            try:
-                cam.get(timeout=20)  # nothing is published
-            except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
-                outcome.append(exc)
-
-        thread = threading.Thread(target=waiter)
-        thread.start()
-        time.sleep(0.3)
-        cam.close()
-        thread.join(timeout=5)
+        # nothing is published
+        thread, outcome = _close_while_waiting(lambda: cam.get(timeout=20), cam.close, 5)
         assert not thread.is_alive(), "get() still waits after close()"
         assert len(outcome) == 1 and isinstance(outcome[0], framebus.FramebusError), outcome
 
@@ -192,19 +190,7 @@ def test_get_with_timeout_zero_returns_a_frame_already_waiting(sock, channel):
 def test_closing_a_reconnecting_consumer_during_get_does_not_attach_again(sock):
     with framebus.Producer(sock, FMT, buffers=4, reserve=1) as bus:
         cam = framebus.Consumer(sock, channel="socket", reconnect=True)
-        outcome: list[BaseException] = []
-
-        def waiter() -> None:
-            try:
-                cam.get(timeout=20)
-            except BaseException as exc:  # noqa: BLE001 - the test looks at what it was
-                outcome.append(exc)
-
-        thread = threading.Thread(target=waiter)
-        thread.start()
-        time.sleep(0.3)
-        cam.close()
-        thread.join(timeout=5)
+        thread, outcome = _close_while_waiting(lambda: cam.get(timeout=20), cam.close, 5)
         assert not thread.is_alive()
         assert len(outcome) == 1 and isinstance(outcome[0], framebus.BusClosed), outcome
         time.sleep(0.3)
