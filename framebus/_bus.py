@@ -121,6 +121,7 @@ class Bus:
         self.uid_share = uid_share
         self.frames: list[FrameInfo | None] = [None] * count
         self.newest: int | None = None  # the buffer holding the newest published frame
+        self.newest_seq = 0  # and its seq (kept when that buffer is rewritten)
         self.subscribers: dict[bytes, Subscriber] = {}  # by token
         self.counters = {"published": 0, "reclaimed": 0, "revoked": 0, "unknown_peer": 0,
                          "errors": 0, "cut_off": 0}
@@ -198,6 +199,7 @@ class Bus:
         self.leases.published(index, seq)
         self.frames[index] = FrameInfo(seq, timestamp_ns, bytesused)
         self.newest = index
+        self.newest_seq = seq
         self.counters["published"] += 1
 
     def delivered(self, sub: Subscriber, index: int, deadline: float) -> None:

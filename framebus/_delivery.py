@@ -7,18 +7,18 @@ and applies the CREDITs, RELEASEs and REPORTs waiting on the relay links and
 socket-channel connections. The server thread calls it too, when it is the
 one awake. Nothing here blocks; work per call is bounded.
 
-Where acks arrive is one epoll set (`AckSources`): a pump asks it which
+Where acks arrive is an epoll set (`_acks.AckSources`): a pump asks it which
 sources are ready and reads only those, and `acquire()` sleeps on it, so
 neither costs a system call per consumer.
 """
 
 from __future__ import annotations
 
-import select
 import socket
 from typing import Callable
 
 from . import _protocol as protocol
+from ._acks import AckSources
 from ._bus import Bus, Subscriber
 from ._protocol import SOCKET, ZMQ
 from ._ratelimit import RateLimitedLog
@@ -27,42 +27,6 @@ from .errors import ProtocolError
 
 _SOCKET_MESSAGES = 64  # per socket-channel consumer when the server thread reads
 _PUMP_ROUNDS = 16  # messages per source per pump, at most
-
-
-class AckSources:
-    """The fds acks arrive on (relay links, socket-channel connections) and
-    a wake-up pipe, in one level-triggered epoll set."""
-
-    def __init__(self, wake_fd: int) -> None:
-        self._epoll = select.epoll()
-        self._wake_fd = wake_fd
-        self._epoll.register(wake_fd, select.EPOLLIN)
-        self.sources: dict[int, Subscriber | RelayLink] = {}
-
-    def add(self, fd: int, source: Subscriber | RelayLink) -> None:
-        self._epoll.register(fd, select.EPOLLIN)
-        self.sources[fd] = source
-
-    def watches(self, fd: int) -> bool:
-        return fd in self.sources
-
-    def discard(self, fd: int) -> None:
-        """Stop watching `fd` (before it is closed); safe if not watched."""
-        if self.sources.pop(fd, None) is not None:
-            self._epoll.unregister(fd)
-
-    def ready(self) -> list[Subscriber | RelayLink]:
-        """The sources with something to read (or a hang-up), now."""
-        sources = self.sources
-        return [sources[fd] for fd, _ in self._epoll.poll(0) if fd in sources]
-
-    def wait(self, timeout: float | None) -> None:
-        """Sleep until a source or the wake-up pipe is readable, or `timeout` s."""
-        self._epoll.poll(-1 if timeout is None else max(timeout, 0.0), 1)
-
-    def close(self) -> None:
-        self.sources.clear()
-        self._epoll.close()
 
 
 class Delivery:
@@ -86,6 +50,7 @@ class Delivery:
         self._rate_log = rate_log
         self._notify = notify
         self.lease_timeout = lease_timeout
+        self.hung_up: list[Subscriber] = []  # socket-channel consumers whose EOF was read
 
     def send_frame(self, subs: list[Subscriber], payload: bytes) -> list[Subscriber]:
         """Send a FRAME to each of `subs`; returns those it went to."""
@@ -164,6 +129,7 @@ class Delivery:
                 break  # EAGAIN, or an error the server thread sees as a departure
             if not data:
                 self._acks.discard(conn.fileno())  # at EOF it would be ready for ever
+                self.hung_up.append(sub)
                 self._notify()  # the server thread drops it
                 break
             freed |= self._on_bus_message(sub, data, now)

@@ -27,9 +27,10 @@ from . import _protocol as protocol
 from ._bus import Admission, Bus, Subscriber
 from ._control import POLL_IN, Attach, ControlServer, send_quietly
 from ._endpoint import PrivateDir
-from ._protocol import SOCKET, ZMQ
+from ._acks import AckSources
+from ._protocol import LATEST, SOCKET, ZMQ
 from ._ratelimit import RateLimitedLog
-from ._delivery import AckSources, Delivery
+from ._delivery import Delivery
 from ._relays import RelayLink, RelayPool
 from ._controls_service import ControlRequests
 from .controls import Controls
@@ -38,12 +39,14 @@ from .errors import FramebusError
 log = logging.getLogger("framebus.producer")
 
 RELAY_IDLE = 2.0  # s a relay with no consumer is kept, for the next one to attach
-# While acquire() runs at least every HOT_WINDOW (flat out: every few
-# microseconds), the acks are its own for HOT_WINDOW after each call: this
-# thread leaves them alone, or both would wake for every release. At a
-# camera's pace this thread handles them, once per message, and answers a
-# credit at once.
-HOT_WINDOW = 0.002  # s
+# While acquire() runs at a steady pace (a new call at most PACE_MAX after the
+# last: a camera at 4 fps or more, or flat out), the acks are its own for
+# HOLD_MIN, or two of its periods if longer, after each call: it drains them
+# before every frame, and this thread reading them too would wake once per
+# consumer per frame (see `_acks`). This thread still reads those it must
+# answer at once (`watch_acks`), and takes them all back when the hold ends.
+PACE_MAX = 0.25  # s
+HOLD_MIN = 0.1  # s
 
 
 class Server:
@@ -71,6 +74,7 @@ class Server:
         self.muted = False  # acks are left to a waiting acquire()
         self.hot_until = 0.0  # ... or to one that ran just now (see `acquiring`)
         self._last_acquire = 0.0
+        self._hold = 0.0  # how long the acks are acquire()'s after a call (0: not paced)
         self._timers_at = 0.0  # when the timers (handshakes, leases, idle relays) next need a look
         self.sleeping_until = 0.0  # when this thread's current poll ends (read by acquire())
         self.closed = False
@@ -83,6 +87,7 @@ class Server:
         self._poller.register(control.fileno(), select.POLLIN)
         self._poller.register(self._wake[0], select.POLLIN)
         self.acks = AckSources(self._acquire_wake[0])
+        self._poller.register(self.acks.watched_fileno(), select.POLLIN)
         self.delivery = Delivery(bus, self.relays, self._sockets, self.acks, rate_log,
                                  self.notify, lease_timeout)
         self.send_frame = self.delivery.send_frame
@@ -103,9 +108,32 @@ class Server:
         (its period sets how long the acks stay its own)."""
         if new_call:
             period, self._last_acquire = now - self._last_acquire, now
-            if period > HOT_WINDOW:
-                return  # not flat out: this thread keeps the acks
-        self.hot_until = now + HOT_WINDOW
+            self._hold = max(HOLD_MIN, 2 * period) if period <= PACE_MAX else 0.0
+        if self._hold:
+            self.hot_until = now + self._hold
+
+    def watch_acks(self) -> None:
+        """Choose the ack sources this thread reads (lock held; after a
+        publish, a delivery or a change of hands): all of them, or while
+        the acks are acquire()'s, those of `latest` consumers that have not
+        had the newest frame, whose next credit is answered with it at once."""
+        acks = self.acks
+        if not self.muted:
+            acks.watch_all()
+            return
+        newest = self.bus.newest_seq
+        behind = [s for s in self.bus.subscribers.values()
+                  if s.policy == LATEST and s.last_seq < newest]
+        if behind or acks.watching:
+            acks.watch(fd for fd in map(self._ack_fd, behind) if fd is not None)
+
+    def _ack_fd(self, sub: Subscriber) -> int | None:
+        """Where `sub`'s acks arrive: its connection, or its uid's relay link."""
+        if sub.channel == SOCKET:
+            conn = self._sockets.get(sub.id)
+            return None if conn is None else conn.fileno()
+        relay = self.relays.get(sub.peer.uid)
+        return None if relay is None else relay.fileno()
 
     def acquire_woken(self) -> None:
         _drain_pipe(self._acquire_wake[0])
@@ -121,11 +149,10 @@ class Server:
         listen_fd = self.control.fileno()
         while True:
             with self.lock:
-                # While acquire() sleeps on the ack fds, or has just drained
-                # them (flat out, it is back within microseconds), it handles
-                # the acks itself: this thread listens there only for
-                # hang-ups, so the two never race for each release. A credit
-                # waits at most 2 * HOT_WINDOW for one of them.
+                # While acquire() sleeps on the ack fds, or runs at a steady
+                # pace, it handles the acks itself: this thread reads only
+                # those it must answer at once (`watch_acks`), so the two
+                # never race for each release.
                 hot = self.hot_until - time.monotonic()
                 self._mute_acks(self.acquire_waiters > 0 or hot > 0)
                 deadline = self._timers_at
@@ -145,25 +172,21 @@ class Server:
     def _serve(self, events: list[tuple[int, int]], listen_fd: int) -> None:
         """One wake-up's work (lock held).
 
-        Acks are read from the sources this poll reported (every ack fd is
-        in it while unmuted), so no second look through the ack set. A
-        wake-up for acks alone (a consumer's RELEASE, once per frame at a
-        camera's pace) skips the timers until they are due: they look at
-        every handshake, lease and relay.
+        Acks are read from the watched sources that are ready (the poll set
+        holds the other ack fds for their hang-ups only). A wake-up for acks
+        alone (a consumer's RELEASE, once per frame at a camera's pace)
+        skips the timers until they are due: they look at every handshake,
+        lease and relay.
         """
         now = time.monotonic()
         freed = False
         timers = now >= self._timers_at
         for fd, mask in events:
-            sub = self._conns.get(fd)
-            if sub is not None and sub.channel == SOCKET and not mask & _HANG_UP:
-                freed |= self._on_control(sub, mask, now)
-                continue
-            relay = self._relay_at(fd)
-            if relay is not None and not mask & _HANG_UP:
-                freed |= self.delivery.read_relay(relay, now)
+            if fd == self.acks.watched_fileno():
+                freed |= self._read_watched(now)
                 continue
             timers = True  # anything else may change a deadline
+            relay = self._relay_at(fd)
             if fd == listen_fd:
                 self.control.accept(self._poller)
             elif fd == self._wake[0]:
@@ -178,6 +201,11 @@ class Server:
                 self._requests.on_request(fd)
             elif relay is not None:  # hung up
                 relay.alive = False
+        while self.delivery.hung_up:  # (a half-closed one reports no hang-up)
+            sub = self.delivery.hung_up.pop()
+            if sub.id in self._sockets:
+                self._drop(sub, "disconnected")
+                freed = timers = True
         if self._reap_relays():
             freed = timers = True
         for sub in self.bus.to_cut():
@@ -188,10 +216,23 @@ class Server:
             self.control.expire(self._poller, now)
             self._requests.expire(now)
             self._stop_idle_relays(now)
+            freed |= self.delivery.pump(now)  # (a release not read yet is no reason to revoke)
             freed |= self.bus.revoke_expired(now) > 0
             self._timers_at = self._next_wake()
         if freed:
             self._wake_acquire()
+        self.watch_acks()
+
+    def _read_watched(self, now: float) -> bool:
+        """Read one message from each watched source that has one (a
+        hang-up is the poll set's to report); True if a buffer was freed."""
+        freed = False
+        for source in self.acks.watched_ready():
+            if isinstance(source, RelayLink):
+                freed |= self.delivery.read_relay(source, now)
+            else:
+                freed |= self.delivery.read_socket_channel(source, now, 1)
+        return freed
 
     def _relay_at(self, fd: int) -> RelayLink | None:
         return next((r for r in self.relays.values() if r.fileno() == fd), None)
@@ -239,17 +280,10 @@ class Server:
             self.notify()
 
     def _mute_acks(self, mute: bool) -> None:
-        """Poll the ack fds (relay links, socket-channel connections) for
-        data, or (`mute`) for hang-ups only."""
-        if mute == self.muted:
-            return
-        self.muted = mute
-        mask = 0 if mute else POLL_IN
-        for relay in self.relays.values():
-            self._poller.modify(relay.fileno(), mask)
-        for sub in self.bus.subscribers.values():
-            if sub.channel == SOCKET and sub.id in self._sockets:
-                self._poller.modify(self._sockets[sub.id], mask)
+        """Leave the acks to acquire() (`mute`), or take them all back."""
+        if mute != self.muted:
+            self.muted = mute
+            self.watch_acks()
 
     def _next_wake(self) -> float:
         # Leases granted on the hot path do not wake this thread (that would
@@ -300,10 +334,12 @@ class Server:
             return
         self._conns[a.conn.fileno()] = sub
         self._sockets[sub.id] = a.conn
-        # (a socket-channel connection carries acks: muted like the others)
-        self._poller.register(a.conn, 0 if self.muted and sub.channel == SOCKET else POLL_IN)
+        # A socket-channel connection carries acks: the poll set watches it
+        # for its hang-up, the ack sets for data.
+        self._poller.register(a.conn, 0 if sub.channel == SOCKET else POLL_IN)
         if sub.channel == SOCKET:
             self.acks.add(a.conn.fileno(), sub)  # a waiting acquire() sees it at once
+        self.watch_acks()
         log.info("consumer %r attached (pid %d, uid %d, %s, holds up to %d)",
                  sub.name, sub.peer.pid, sub.peer.uid, a.policy, sub.quota)
 
@@ -317,7 +353,7 @@ class Server:
             finally:
                 self.lock.acquire()
             self.relays[uid] = relay
-            self._poller.register(relay.fileno(), 0 if self.muted else POLL_IN)
+            self._poller.register(relay.fileno(), 0)  # (its hang-up; acks: `acks`)
             self.acks.add(relay.fileno(), relay)
         return relay
 

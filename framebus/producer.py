@@ -208,6 +208,7 @@ class Producer:
                 deadline = time.monotonic() + self.lease_timeout
                 for sub in sent:
                     bus.delivered(sub, index, deadline)
+            server.watch_acks()  # (a latest consumer that missed this frame)
         return seq
 
     def discard(self, buffer: Buffer) -> None:
@@ -295,6 +296,8 @@ class Producer:
         assert self._control is not None and self._server is not None
         now = time.monotonic()
         uptime = max(now - self._started, 1e-9)
+        if not self._server.closed:
+            self._server.pump(now)  # (releases acquire() has not read yet)
         report = self._bus.report(now)
         relay = self._server.relay_counters()
         return {

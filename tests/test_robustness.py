@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -224,3 +225,107 @@ def test_the_server_thread_sleeps_while_acquire_waits_after_running_flat_out(soc
         for frame in held:
             frame.release()
         assert woken < 60, f"the server thread woke {woken} times in 1 s"
+
+
+def _consume_until_closed(path: str, channel: str) -> None:
+    """A child process's loop: take and release every frame until the producer goes."""
+    try:
+        with framebus.Consumer(path, channel=channel, max_held=1) as cam:
+            while True:
+                cam.get(timeout=5).release()
+    except (framebus.ProducerGone, framebus.Timeout):
+        os._exit(0)
+    os._exit(1)
+
+
+@pytest.mark.parametrize("channel", ["zmq", "socket"])
+def test_at_a_steady_pace_the_server_thread_leaves_the_releases_to_acquire(sock, channel):
+    """A camera's pace (100 fps here) and a consumer that keeps up: acquire()
+    drains the releases before each frame, so the server thread must not
+    also wake for each one (it did: a wake-up per consumer per frame)."""
+    with framebus.Producer(sock, FMT, buffers=4, reserve=1) as bus:
+        pid = os.fork()
+        if pid == 0:
+            _consume_until_closed(sock, channel)
+        try:
+            server = next(t for t in threading.enumerate() if t.name == "framebus-server")
+            deadline = time.monotonic() + 10
+            while not bus.stats()["consumers"] or bus.stats()["consumers"][0]["delivered"] < 20:
+                assert time.monotonic() < deadline, "the consumer never got going"
+                _publish(bus)
+                time.sleep(0.01)
+            before = _context_switches(server.native_id)
+            delivered = bus.stats()["consumers"][0]["delivered"]
+            for _ in range(100):
+                _publish(bus)
+                time.sleep(0.01)
+            woken = _context_switches(server.native_id) - before
+            delivered = bus.stats()["consumers"][0]["delivered"] - delivered
+        finally:
+            bus.close()
+            os.waitpid(pid, 0)
+    assert delivered >= 90, f"the consumer got {delivered} of 100 frames"
+    assert woken < 40, f"the server thread woke {woken} times for 100 frames"
+
+
+@pytest.mark.parametrize("channel", ["zmq", "socket"])
+def test_a_latest_consumer_that_fell_behind_gets_the_newest_frame_at_once(sock, channel):
+    """While acquire() has the acks, the server thread still answers a
+    `latest` consumer that missed frames: its request is answered with the
+    newest frame at once, not with the next one a period later."""
+    published: list[int] = []
+    acquires = [0]  # acquire() calls begun (one drains the acks)
+    stop = threading.Event()
+
+    def camera(bus: framebus.Producer) -> None:  # 5 fps: a steady pace
+        while not stop.wait(0.2):
+            acquires[0] += 1
+            published.append(bus.publish(bus.acquire(timeout=1)))
+
+    with framebus.Producer(sock, FMT, buffers=6, reserve=1, lease_timeout=30) as bus, \
+            framebus.Consumer(sock, channel=channel, max_held=1) as cam:
+        thread = threading.Thread(target=camera, args=(bus,))
+        thread.start()
+        try:
+            for _ in range(4):
+                frame = cam.get(timeout=5)
+                time.sleep(0.5)  # a slow detector: two or three frames go by
+                count = len(published)
+                while len(published) == count:  # just after a publish: the next is 0.2 s away
+                    time.sleep(0.002)
+                newest, calls = published[-1], acquires[0]
+                frame.release()
+                with cam.get(timeout=5) as frame:
+                    assert frame.seq == newest, "the newest frame was not sent when asked for"
+                    assert acquires[0] == calls, "the request waited for the next acquire()"
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+
+def test_status_counts_a_release_acquire_has_not_read_yet(sock):
+    with framebus.Producer(sock, FMT, buffers=4, reserve=1, lease_timeout=30) as bus, \
+            framebus.Consumer(sock, channel="socket", max_held=1) as cam:
+        for _ in range(5):
+            seq = _publish(bus)  # acquire() ran just now: the acks are its own
+            with cam.get(timeout=2) as frame:
+                assert frame.seq == seq
+            # (on the socket channel the RELEASE is in the producer's socket by now)
+            assert bus.stats()["consumers"][0]["held"] == 0
+            time.sleep(0.01)
+        assert bus.stats()["revoked"] == 0
+
+
+def test_a_socket_consumer_that_half_closes_its_connection_is_dropped(sock):
+    with framebus.Producer(sock, FMT, buffers=4, reserve=1) as bus:
+        cam = framebus.Consumer(sock, channel="socket")
+        try:
+            assert len(bus.stats()["consumers"]) == 1
+            cam._session._ctrl.shutdown(socket.SHUT_WR)  # EOF, but no hang-up
+            deadline = time.monotonic() + 5
+            while bus.stats()["consumers"]:
+                assert time.monotonic() < deadline, "the half-closed consumer is still attached"
+                _publish(bus)
+                time.sleep(0.02)
+        finally:
+            cam.close()
