@@ -15,6 +15,7 @@ neither costs a system call per consumer.
 from __future__ import annotations
 
 import socket
+import time
 from typing import Callable
 
 from . import _protocol as protocol
@@ -42,15 +43,51 @@ class Delivery:
 
     def __init__(self, bus: Bus, relays: RelayPool, sockets: dict[int, socket.socket],
                  acks: AckSources, rate_log: RateLimitedLog, notify: Callable[[], None],
-                 lease_timeout: float) -> None:
+                 booked: Callable[[], None], lease_timeout: float) -> None:
         self._bus = bus
         self._relays = relays
         self._sockets = sockets
         self._acks = acks
         self._rate_log = rate_log
         self._notify = notify
+        self._booked = booked
         self.lease_timeout = lease_timeout
         self.hung_up: list[Subscriber] = []  # socket-channel consumers whose EOF was read
+        self._unbooked: tuple[int, int, int, int, list[Subscriber]] | None = None
+
+    def publish(self, index: int, seq: int, timestamp_ns: int, bytesused: int) -> None:
+        """Send the frame in buffer `index` to the consumers that get it now.
+
+        When every consumer got it, its booking (the frame, the leases)
+        waits for `book()`: whatever the publishing thread does after the
+        send delays the consumer it woke when the kernel runs that consumer
+        on the same core, and the next call under the lock books it before
+        anything reads an ack or asks the bus.
+        """
+        self.book()
+        recipients = self._bus.recipients()
+        sent = self.send_frame(recipients, protocol.encode_frame(
+            seq, index, timestamp_ns, bytesused)) if recipients else []
+        self._unbooked = (index, seq, timestamp_ns, bytesused, sent)
+        if len(sent) != len(self._bus.subscribers):
+            self.book()  # someone missed it: the server thread may have to watch for them
+
+    def book(self) -> None:
+        """Book the frame `publish()` sent last, if not yet: before any ack
+        is read (a release never overtakes its grant) and before the bus
+        state is asked anything."""
+        unbooked = self._unbooked
+        if unbooked is None:
+            return
+        self._unbooked = None
+        index, seq, stamp, used, sent = unbooked
+        bus = self._bus
+        bus.published(index, seq, stamp, used)
+        if sent:
+            deadline = time.monotonic() + self.lease_timeout
+            for sub in sent:
+                bus.delivered(sub, index, deadline)
+        self._booked()
 
     def send_frame(self, subs: list[Subscriber], payload: bytes) -> list[Subscriber]:
         """Send a FRAME to each of `subs`; returns those it went to."""
@@ -84,6 +121,7 @@ class Delivery:
         consumer per frame, and one epoll_wait for all sources is cheaper
         than reading each on to its EAGAIN.
         """
+        self.book()
         freed = False
         for _ in range(_PUMP_ROUNDS):
             ready = self._acks.ready()
@@ -98,6 +136,7 @@ class Delivery:
 
     def read_relay(self, relay: RelayLink, now: float) -> bool:
         """Apply the acks of one message from `relay` (up to 256)."""
+        self.book()
         bus = self._bus
         freed = False
         for token, payload, problem in relay.receive(1):  # one link message: <= 256 acks
@@ -118,6 +157,7 @@ class Delivery:
                             limit: int = _SOCKET_MESSAGES) -> bool:
         """Apply what `sub` sent on its control socket (channel "socket"),
         up to `limit` messages."""
+        self.book()
         conn = self._sockets.get(sub.id)
         freed = False
         if conn is None:

@@ -89,8 +89,7 @@ class Server:
         self.acks = AckSources(self._acquire_wake[0])
         self._poller.register(self.acks.watched_fileno(), select.POLLIN)
         self.delivery = Delivery(bus, self.relays, self._sockets, self.acks, rate_log,
-                                 self.notify, lease_timeout)
-        self.send_frame = self.delivery.send_frame
+                                 self.notify, self.watch_acks, lease_timeout)
         self.pump = self.delivery.pump
         self._thread = threading.Thread(target=self._run, name="framebus-server", daemon=True)
         self._bye_reason = "producer shut down"
@@ -178,6 +177,7 @@ class Server:
         skips the timers until they are due: they look at every handshake,
         lease and relay.
         """
+        self.delivery.book()
         now = time.monotonic()
         freed = False
         timers = now >= self._timers_at

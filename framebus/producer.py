@@ -193,28 +193,21 @@ class Producer:
             board, server = self._board, self._server
             if board is None or server is None:  # only while __init__ has not finished
                 raise BusClosed("producer is not open")
+            delivery = server.delivery
+            delivery.book()  # (the frame before, so this buffer's state is known)
             index = self._own(buffer)
             seq = self._next_seq
             self._next_seq = seq + 1
             board.published(index, seq)
-            bus = self._bus
-            recipients = bus.recipients()
-            sent = server.send_frame(
-                recipients, protocol.encode_frame(seq, index, stamp, used)) if recipients else ()
-            # Booked after sending: a release cannot overtake its grant, as
-            # releases are applied under this same lock.
-            bus.published(index, seq, stamp, used)
-            if sent:
-                deadline = time.monotonic() + self.lease_timeout
-                for sub in sent:
-                    bus.delivered(sub, index, deadline)
-            server.watch_acks()  # (a latest consumer that missed this frame)
+            delivery.publish(index, seq, stamp, used)  # (booked by the next call)
         return seq
 
     def discard(self, buffer: Buffer) -> None:
         """Give back an acquired buffer without publishing it."""
         with self._lock:
             self._check_open()
+            assert self._server is not None
+            self._server.delivery.book()
             self._bus.abandon(self._own(buffer))
 
     def stats(self) -> dict[str, object]:
@@ -296,6 +289,7 @@ class Producer:
         assert self._control is not None and self._server is not None
         now = time.monotonic()
         uptime = max(now - self._started, 1e-9)
+        self._server.delivery.book()
         if not self._server.closed:
             self._server.pump(now)  # (releases acquire() has not read yet)
         report = self._bus.report(now)
