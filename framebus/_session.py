@@ -123,6 +123,8 @@ class Session:
         self.status = StatusBoard.attach(status_fd, len(self.table.buffers), session)
         self.views = self._mapping.views
         self.sync_fds = self._mapping.sync_fds
+        self.compressed = self.format.compressed  # (looked up per frame)
+        self.sizeimage = self.format.sizeimage
         answer = handshake.attach(self._ctrl, self.path, "consumer", name, policy, max_held,
                                   depth, self.channel)
         if answer.kind is not protocol.ACCEPT:
@@ -244,6 +246,8 @@ class Session:
                     raise ProducerGone("the session is closed") from None
                 self.gone = ProducerGone(f"connection error: {exc}")
                 raise self.gone from None
+            if len(data) == protocol.FRAME_SIZE:  # the one message per frame: at once
+                return protocol.decode_frame(data)
             if not data and self.closed:
                 raise ProducerGone("the session is closed")
             return self._on_control(data)

@@ -276,8 +276,7 @@ class Consumer:
         """A Frame for this announcement; None if it was stale and the newest
         frame has been asked for instead."""
         seq, index, stamp, used = announced
-        if index >= len(session.views) or used > session.format.sizeimage \
-                or seq <= self._last_seq:
+        if index >= len(session.views) or used > session.sizeimage or seq <= self._last_seq:
             raise ProtocolError(f"producer announced an impossible frame "
                                 f"(seq {seq}, buffer {index}, {used} bytes)")
         if self._last_seq:

@@ -40,12 +40,13 @@ class Frame:
         views = session.views[index]
         self._views: FrameViews | None = views
         self._array: NDArray[np.uint8] | None = (
-            views.array[:bytesused] if self.format.compressed else views.array)
+            views.array[:bytesused] if session.compressed else views.array)
         # A DMA-BUF (a driver's own buffer) is read between SYNC_START and
         # SYNC_END, so caches are coherent with what the device wrote.
-        self._sync_fds = session.sync_fds[index]
-        for fd in self._sync_fds:
-            dma_buf.sync_start(fd, read=True)
+        self._sync_fds = sync_fds = session.sync_fds[index]
+        if sync_fds:
+            for fd in sync_fds:
+                dma_buf.sync_start(fd, read=True)
 
     @property
     def array(self) -> NDArray[np.uint8]:
