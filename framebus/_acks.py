@@ -4,8 +4,8 @@ Acks (CREDIT, RELEASE, REPORT) arrive on the relay links (zmq consumers, one
 link per uid) and on the socket-channel connections. `AckSources` keeps these
 fds in two level-triggered epoll sets:
 
-- all of them, with a wake-up pipe, for the publishing thread: `acquire()`
-  drains what `ready()` reports and sleeps in `wait()`;
+- all of them, with a wake-up pipe (`wake`), for the publishing thread:
+  `acquire()` drains what `ready()` reports and sleeps in `wait()`;
 - those the server thread reads now (`watch`): one fd in its poll set, which
   turns readable when one of them is.
 
@@ -21,6 +21,7 @@ effect even while the server thread sleeps on it, without waking it.
 
 from __future__ import annotations
 
+import os
 import select
 from typing import Iterable, Union
 
@@ -33,12 +34,12 @@ Source = Union[Subscriber, RelayLink]  # a socket-channel consumer, or a relay l
 class AckSources:
     """The fds acks arrive on, each with what it belongs to."""
 
-    def __init__(self, wake_fd: int) -> None:
+    def __init__(self) -> None:
         self._all = select.epoll()
         self._watched = select.epoll()
         self._watching: set[int] = set()
-        self._wake_fd = wake_fd
-        self._all.register(wake_fd, select.EPOLLIN)
+        self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._all.register(self._wake[0], select.EPOLLIN)
         self.sources: dict[int, Source] = {}
 
     def add(self, fd: int, source: Source) -> None:
@@ -64,8 +65,20 @@ class AckSources:
         return [sources[fd] for fd, _ in self._all.poll(0) if fd in sources]
 
     def wait(self, timeout: float | None) -> None:
-        """Sleep until a source or the wake-up pipe is readable, or `timeout` s."""
+        """Sleep until a source is readable, `wake()` is called, or `timeout` s."""
         self._all.poll(-1 if timeout is None else max(timeout, 0.0), 1)
+        try:
+            while os.read(self._wake[0], 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wake(self) -> None:
+        """End a `wait()` now (or the next one, if none is under way)."""
+        try:
+            os.write(self._wake[1], b"x")
+        except BlockingIOError:
+            pass  # already pending
 
     # ------------------------------------------------ the server thread's share
     def watch(self, fds: Iterable[int]) -> None:
@@ -98,7 +111,63 @@ class AckSources:
         return [sources[fd] for fd, _ in self._watched.poll(0) if fd in sources]
 
     def close(self) -> None:
+        """Close the epoll sets and the pipe (no `wait()` may be under way)."""
         self.sources.clear()
         self._watching.clear()
         self._all.close()
         self._watched.close()
+        for fd in self._wake:
+            os.close(fd)
+
+
+# While acquire() runs at a steady pace (a new call at most PACE_MAX after the
+# last: a camera at 4 fps or more, or flat out), the acks are its own for
+# HOLD_MIN, or two of its periods if longer, after each call.
+PACE_MAX = 0.25  # s
+HOLD_MIN = 0.1  # s
+
+
+class AckTurns:
+    """Whose turn it is to read the acks: `acquire()`'s while it sleeps on
+    them or runs at a steady pace (it drains them before every frame), else
+    the server thread's. The server thread then still reads those it must
+    answer at once (`Server.watch_acks`), and takes them all back when the
+    hold ends. Pure state, under the producer's lock; the server thread reads
+    it without the lock only to decide how long to sleep.
+    """
+
+    def __init__(self) -> None:
+        self.waiters = 0  # acquire() calls sleeping on the acks
+        self.muted = False  # the server thread has left the acks to acquire()
+        self.hot_until = 0.0  # ... until then, unless acquire() waits (see `acquiring`)
+        self.sleeping_until = 0.0  # when the server thread's current poll ends
+        self._last_acquire = 0.0
+        self._hold = 0.0  # how long the acks are acquire()'s after a call (0: not paced)
+
+    def acquiring(self, now: float, *, new_call: bool) -> None:
+        """acquire() is draining the acks now; with `new_call`, a new call
+        (its period sets how long the acks stay its own)."""
+        if new_call:
+            period, self._last_acquire = now - self._last_acquire, now
+            self._hold = max(HOLD_MIN, 2 * period) if period <= PACE_MAX else 0.0
+        if self._hold:
+            self.hot_until = now + self._hold
+
+    def acquires(self, now: float) -> bool:
+        """Whether the acks are acquire()'s now."""
+        return self.waiters > 0 or self.hot_until > now
+
+    def sleep_until(self, now: float, deadline: float) -> float | None:
+        """How long the muted server thread may sleep: to `deadline`, or to
+        the end of acquire()'s hold; None when the acks are its again."""
+        if not self.muted:
+            return deadline
+        hot_until = self.hot_until
+        if hot_until <= now and not self.waiters:
+            return None
+        return min(deadline, hot_until) if hot_until > now else deadline
+
+    def left_unattended(self) -> bool:
+        """acquire() stopped waiting: True if the server thread sleeps past
+        acquire()'s hold on the acks (it must be woken to take them back)."""
+        return self.muted and not self.waiters and self.sleeping_until > self.hot_until

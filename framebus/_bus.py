@@ -60,11 +60,11 @@ class Subscriber:
     cut_off: str = ""  # why it must go, once it has to
     figures: dict[str, object] = field(default_factory=dict)
     attached_at: float = 0.0
+    #: the most frames this consumer may hold leases on at once (read per frame)
+    quota: int = field(init=False)
 
-    @property
-    def quota(self) -> int:
-        """The most frames this consumer may hold leases on at once."""
-        return self.max_held if self.policy == LATEST else self.depth
+    def __post_init__(self) -> None:
+        self.quota = self.max_held if self.policy == LATEST else self.depth
 
     def report(self, leased: list[int], now: float) -> dict[str, object]:
         """Its figures; `leased` are the seqs it has leases on. A `latest`

@@ -198,6 +198,23 @@ class RelayPool(dict[int, RelayLink]):
         return RelayLink(self.endpoint_for(uid), uid, owner=owner, mode=self._mode,
                          group=self._group)
 
+    def at(self, fd: int) -> RelayLink | None:
+        """The relay whose link is `fd`."""
+        return next((r for r in self.values() if r.fileno() == fd), None)
+
+    def pop_idle(self, now: float, idle_for: float) -> list[RelayLink]:
+        """Take out the relays whose uid has had no consumer for `idle_for` s."""
+        return [self.pop(uid) for uid, r in list(self.items())
+                if r.idle_since and now - r.idle_since >= idle_for]
+
+    def next_idle(self, idle_for: float) -> float | None:
+        """When the next relay will have been idle `idle_for` s."""
+        return min((r.idle_since + idle_for for r in self.values() if r.idle_since), default=None)
+
+    def pop_dead(self) -> list[RelayLink]:
+        """Take out the relays whose process has gone."""
+        return [self.pop(uid) for uid, r in list(self.items()) if not r.alive]
+
     def counters(self) -> dict[str, int]:
         """Every relay's counters, added up."""
         totals: dict[str, int] = {}

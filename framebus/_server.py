@@ -27,7 +27,7 @@ from . import _protocol as protocol
 from ._bus import Admission, Bus, Subscriber
 from ._control import POLL_IN, Attach, ControlServer, send_quietly
 from ._endpoint import PrivateDir
-from ._acks import AckSources
+from ._acks import AckSources, AckTurns
 from ._protocol import LATEST, SOCKET, ZMQ
 from ._ratelimit import RateLimitedLog
 from ._delivery import Delivery
@@ -39,14 +39,6 @@ from .errors import FramebusError
 log = logging.getLogger("framebus.producer")
 
 RELAY_IDLE = 2.0  # s a relay with no consumer is kept, for the next one to attach
-# While acquire() runs at a steady pace (a new call at most PACE_MAX after the
-# last: a camera at 4 fps or more, or flat out), the acks are its own for
-# HOLD_MIN, or two of its periods if longer, after each call: it drains them
-# before every frame, and this thread reading them too would wake once per
-# consumer per frame (see `_acks`). This thread still reads those it must
-# answer at once (`watch_acks`), and takes them all back when the hold ends.
-PACE_MAX = 0.25  # s
-HOLD_MIN = 0.1  # s
 
 
 class Server:
@@ -70,23 +62,17 @@ class Server:
         self.lock = lock
         self.control = control
         self.relays = RelayPool(private_dir.path, mode, group)
-        self.acquire_waiters = 0
-        self.muted = False  # acks are left to a waiting acquire()
-        self.hot_until = 0.0  # ... or to one that ran just now (see `acquiring`)
-        self._last_acquire = 0.0
-        self._hold = 0.0  # how long the acks are acquire()'s after a call (0: not paced)
+        self.turns = AckTurns()
         self._timers_at = 0.0  # when the timers (handshakes, leases, idle relays) next need a look
-        self.sleeping_until = 0.0  # when this thread's current poll ends (read by acquire())
         self.closed = False
         self._describe = describe
         self._rate_log = rate_log
         self._conns: dict[int, Subscriber] = {}  # by control fd
         self._sockets: dict[int, socket.socket] = {}  # by subscriber id
         self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._acquire_wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._poller.register(control.fileno(), select.POLLIN)
         self._poller.register(self._wake[0], select.POLLIN)
-        self.acks = AckSources(self._acquire_wake[0])
+        self.acks = AckSources()
         self._poller.register(self.acks.watched_fileno(), select.POLLIN)
         self.delivery = Delivery(bus, self.relays, self._sockets, self.acks, rate_log,
                                  self.notify, self.watch_acks, lease_timeout)
@@ -102,22 +88,13 @@ class Server:
         return self.relays.endpoint_for(uid)
 
     # ------------------------------------------- the hot path (lock held)
-    def acquiring(self, now: float, *, new_call: bool) -> None:
-        """acquire() is draining the acks now; with `new_call`, a new call
-        (its period sets how long the acks stay its own)."""
-        if new_call:
-            period, self._last_acquire = now - self._last_acquire, now
-            self._hold = max(HOLD_MIN, 2 * period) if period <= PACE_MAX else 0.0
-        if self._hold:
-            self.hot_until = now + self._hold
-
     def watch_acks(self) -> None:
         """Choose the ack sources this thread reads (lock held; after a
         publish, a delivery or a change of hands): all of them, or while
         the acks are acquire()'s, those of `latest` consumers that have not
         had the newest frame, whose next credit is answered with it at once."""
         acks = self.acks
-        if not self.muted:
+        if not self.turns.muted:
             acks.watch_all()
             return
         newest = self.bus.newest_seq
@@ -134,9 +111,6 @@ class Server:
         relay = self.relays.get(sub.peer.uid)
         return None if relay is None else relay.fileno()
 
-    def acquire_woken(self) -> None:
-        _drain_pipe(self._acquire_wake[0])
-
     def notify(self) -> None:
         """Wake the server thread."""
         try:
@@ -152,8 +126,7 @@ class Server:
                 # pace, it handles the acks itself: this thread reads only
                 # those it must answer at once (`watch_acks`), so the two
                 # never race for each release.
-                hot = self.hot_until - time.monotonic()
-                self._mute_acks(self.acquire_waiters > 0 or hot > 0)
+                self._mute_acks(self.turns.acquires(time.monotonic()))
                 deadline = self._timers_at
             events = self._sleep(deadline)
             with self.lock:
@@ -186,7 +159,7 @@ class Server:
                 freed |= self._read_watched(now)
                 continue
             timers = True  # anything else may change a deadline
-            relay = self._relay_at(fd)
+            relay = self.relays.at(fd)
             if fd == listen_fd:
                 self.control.accept(self._poller)
             elif fd == self._wake[0]:
@@ -234,40 +207,27 @@ class Server:
                 freed |= self.delivery.read_socket_channel(source, now, 1)
         return freed
 
-    def _relay_at(self, fd: int) -> RelayLink | None:
-        return next((r for r in self.relays.values() if r.fileno() == fd), None)
-
     def _wake_acquire(self) -> None:
         """Make a waiting acquire() look again (a buffer was freed)."""
-        if self.acquire_waiters:
-            try:
-                os.write(self._acquire_wake[1], b"x")
-            except BlockingIOError:
-                pass  # already pending
+        if self.turns.waiters:
+            self.acks.wake()
 
     def _sleep(self, deadline: float) -> list[tuple[int, int]]:
-        """Poll until an event or `deadline`. While the acks are muted
-        because acquire() is hot, wake when its hold ends and look, without
-        the lock, whether it still handles them: flat out it runs every few
-        microseconds, and a thread that took the lock to find that out (or
-        was woken to) would cost the publishing thread a futex wake-up on
-        many of its releases. While acquire() waits on the acks it handles
-        them itself, however long: this thread sleeps on, and acquire()
-        wakes it if it stops waiting while this thread means to sleep past
-        its hold (`sleeping_until`, written before the state is read, so
-        either this thread sees the change or acquire() sees the long sleep).
-        """
+        """Poll until an event or `deadline`. While the acks are acquire()'s,
+        wake when its hold ends and look, without the lock (taking it would
+        cost the publishing thread a futex wake-up), whether they still are.
+        While acquire() waits on them this thread sleeps on; acquire() wakes
+        it if it stops waiting while this thread means to sleep past its hold
+        (`sleeping_until`, written before the state is read, so either this
+        thread sees the change or acquire() sees the long sleep)."""
+        turns = self.turns
         while True:
-            self.sleeping_until = deadline
+            turns.sleeping_until = deadline
             now = time.monotonic()
-            until = deadline
-            if self.muted:
-                hot_until = self.hot_until
-                if hot_until <= now and not self.acquire_waiters:
-                    return []  # time to take the acks back
-                if hot_until > now:
-                    until = min(deadline, hot_until)
-            self.sleeping_until = until
+            until = turns.sleep_until(now, deadline)
+            if until is None:
+                return []  # time to take the acks back
+            turns.sleeping_until = until
             events = self._poller.poll(max(0, int((until - now) * 1000) + 1))
             if events or time.monotonic() >= deadline:
                 return events
@@ -276,13 +236,13 @@ class Server:
         """acquire() stopped waiting (lock held): wake this thread if it
         sleeps past acquire()'s hold on the acks, so they are not left
         unattended once publishing stops."""
-        if self.muted and not self.acquire_waiters and self.sleeping_until > self.hot_until:
+        if self.turns.left_unattended():
             self.notify()
 
     def _mute_acks(self, mute: bool) -> None:
         """Leave the acks to acquire() (`mute`), or take them all back."""
-        if mute != self.muted:
-            self.muted = mute
+        if mute != self.turns.muted:
+            self.turns.muted = mute
             self.watch_acks()
 
     def _next_wake(self) -> float:
@@ -291,9 +251,8 @@ class Server:
         # four times per lease timeout instead, so a lease is revoked at most
         # a quarter of that late. Leases last *at least* lease_timeout.
         wake = time.monotonic() + self.delivery.lease_timeout / 4
-        idle = [r.idle_since + RELAY_IDLE for r in self.relays.values() if r.idle_since]
         for deadline in (self.control.next_deadline(), self.bus.next_deadline(),
-                         self._requests.next_deadline(), min(idle, default=None)):
+                         self._requests.next_deadline(), self.relays.next_idle(RELAY_IDLE)):
             if deadline is not None:
                 wake = min(wake, deadline)
         return wake
@@ -409,34 +368,29 @@ class Server:
     def _stop_idle_relays(self, now: float) -> None:
         """No process is kept for nobody: a relay whose uid has had no
         consumer for RELAY_IDLE seconds is stopped (a new one starts on demand)."""
-        for uid, relay in list(self.relays.items()):
-            if relay.idle_since and now - relay.idle_since >= RELAY_IDLE:
-                del self.relays[uid]
-                self._poller.unregister(relay.fileno())
-                self.acks.discard(relay.fileno())
-                relay.close()
+        for relay in self.relays.pop_idle(now, RELAY_IDLE):
+            self._close_relay(relay)
+
+    def _close_relay(self, relay: RelayLink) -> None:
+        self._poller.unregister(relay.fileno())
+        self.acks.discard(relay.fileno())
+        relay.close()
 
     def _reap_relays(self) -> bool:
         """Replace nothing, drop the consumers of any relay that died; True
         if one did."""
-        reaped = False
-        for uid, relay in list(self.relays.items()):
-            if relay.alive:
-                continue
-            del self.relays[uid]
-            reaped = True
-            self._poller.unregister(relay.fileno())
-            self.acks.discard(relay.fileno())
-            relay.close()
-            status = relay.process.returncode
+        dead = self.relays.pop_dead()
+        for relay in dead:
+            self._close_relay(relay)
+            uid = relay.uid
             log.warning("the bus relay for uid %d ended (status %s); its consumers are "
-                        "disconnected", uid, status)
+                        "disconnected", uid, relay.process.returncode)
             self.bus.counters["relay_failures"] = self.bus.counters.get("relay_failures", 0) + 1
             for sub in [s for s in self.bus.subscribers.values()
                         if s.channel == ZMQ and s.peer.uid == uid]:
                 self._drop(sub, "lost its bus relay",
                            bye=f"the producer's bus relay for uid {uid} failed; reattach")
-        return reaped
+        return bool(dead)
 
     def evict(self, subs: list[Subscriber], reason: str) -> None:
         """Disconnect `subs` with `reason` (the server thread sees them go)."""
@@ -464,7 +418,7 @@ class Server:
         with self.lock:
             self._wake_acquire()  # a blocked acquire() wakes to find the producer closed
         deadline = time.monotonic() + 5
-        while self.acquire_waiters and time.monotonic() < deadline:
+        while self.turns.waiters and time.monotonic() < deadline:
             time.sleep(0.001)
         else:
             with self.lock:
@@ -473,7 +427,7 @@ class Server:
         self.relays.close()
         self._requests.close()
         self.acks.close()
-        for fd in (*self._wake, *self._acquire_wake):
+        for fd in self._wake:
             os.close(fd)
 
 

@@ -151,7 +151,7 @@ class Producer:
                 self._check_open()
                 assert server is not None and board is not None and self._pool is not None
                 now = time.monotonic()
-                server.acquiring(now, new_call=new_call)
+                server.turns.acquiring(now, new_call=new_call)
                 new_call = False
                 server.pump(now)
                 index = bus.start_writing()
@@ -160,7 +160,7 @@ class Producer:
                     # a pixel, so a consumer that reads, then checks valid(), is safe.
                     board.invalidate(index)
                     return self._pool.buffers[index]
-                server.acquire_waiters += 1
+                server.turns.waiters += 1
             try:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -171,10 +171,9 @@ class Producer:
                 server.acks.wait(remaining)
             finally:
                 with self._lock:
-                    server.acquire_waiters -= 1
-                    server.acquiring(time.monotonic(), new_call=False)
-                    if not server.closed:  # (close() frees the wake pipe once we are out)
-                        server.acquire_woken()
+                    server.turns.waiters -= 1
+                    server.turns.acquiring(time.monotonic(), new_call=False)
+                    if not server.closed:
                         server.acquire_done()
 
     def publish(self, buffer: Buffer, timestamp_ns: int | None = None,
@@ -189,10 +188,9 @@ class Producer:
         if not 0 < used <= self.format.sizeimage:
             raise ValueError(f"bytesused {used} out of range (1..{self.format.sizeimage})")
         with self._lock:
-            self._check_open()
             board, server = self._board, self._server
-            if board is None or server is None:  # only while __init__ has not finished
-                raise BusClosed("producer is not open")
+            if self._closed or board is None or server is None:  # (or __init__ unfinished)
+                raise BusClosed("producer is closed")
             delivery = server.delivery
             delivery.book()  # (the frame before, so this buffer's state is known)
             index = self._own(buffer)
