@@ -197,14 +197,15 @@ class Server:
         self.watch_acks()
 
     def _read_watched(self, now: float) -> bool:
-        """Read one message from each watched source that has one (a
-        hang-up is the poll set's to report); True if a buffer was freed."""
+        """Read what the watched sources that are ready have (a bounded
+        batch each, so a flood costs one wake-up per batch; a hang-up is
+        the poll set's to report); True if a buffer was freed."""
         freed = False
         for source in self.acks.watched_ready():
             if isinstance(source, RelayLink):
                 freed |= self.delivery.read_relay(source, now)
             else:
-                freed |= self.delivery.read_socket_channel(source, now, 1)
+                freed |= self.delivery.read_socket_channel(source, now)
         return freed
 
     def _wake_acquire(self) -> None:
