@@ -92,7 +92,7 @@ class Delivery:
     def send_frame(self, subs: list[Subscriber], payload: bytes) -> list[Subscriber]:
         """Send a FRAME to each of `subs`; returns those it went to."""
         sent: list[Subscriber] = []
-        by_uid: dict[int, list[Subscriber]] = {}
+        by_uid: dict[int, list[Subscriber]] | None = None
         for sub in subs:
             if sub.channel == SOCKET:
                 try:
@@ -103,8 +103,10 @@ class Delivery:
                     continue
                 sent.append(sub)
             else:
+                if by_uid is None:
+                    by_uid = {}
                 by_uid.setdefault(sub.peer.uid, []).append(sub)
-        for uid, group in by_uid.items():
+        for uid, group in (by_uid or {}).items():
             relay = self._relays.get(uid)
             reached = relay.send([s.token for s in group], payload) if relay is not None else 0
             sent += group[:reached]

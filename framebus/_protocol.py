@@ -208,20 +208,17 @@ def expect(payload: bytes, kind: Message, table: dict[int, Message], limit: int)
 _FRAME_LAYOUT = struct.Struct(">BBBQBQBQBQ")
 FRAME_SIZE = _FRAME_LAYOUT.size
 _ARRAY5, _UINT64 = 0x95, 0xCF
+_FRAME_CODE = FRAME.code
 
 
-class Announcement(NamedTuple):
-    """A FRAME message's fields."""
-
-    seq: int
-    index: int  # type: ignore[assignment]  # shadows tuple.index(); the buffer's index reads better
-    timestamp_ns: int
-    bytesused: int
+#: A FRAME message's fields: seq, buffer index, timestamp_ns, bytesused (a
+#: plain tuple: it is built once per frame on the consumer's hot path).
+Announcement = tuple[int, int, int, int]
 
 
 def encode_frame(seq: int, index: int, timestamp_ns: int, bytesused: int) -> bytes:
     """FRAME in its fixed layout (valid msgpack)."""
-    return _FRAME_LAYOUT.pack(_ARRAY5, FRAME.code, _UINT64, seq, _UINT64, index,
+    return _FRAME_LAYOUT.pack(_ARRAY5, _FRAME_CODE, _UINT64, seq, _UINT64, index,
                               _UINT64, timestamp_ns, _UINT64, bytesused)
 
 
@@ -230,10 +227,11 @@ def decode_frame(payload: bytes) -> Announcement:
     generic way. Raises ProtocolError for what is not a well-formed FRAME."""
     if len(payload) == FRAME_SIZE:
         a, kind, t1, seq, t2, index, t3, stamp, t4, used = _FRAME_LAYOUT.unpack(payload)
-        if (a == _ARRAY5 and kind == FRAME.code and t1 == t2 == t3 == t4 == _UINT64
+        if (a == _ARRAY5 and kind == _FRAME_CODE and t1 == t2 == t3 == t4 == _UINT64
                 and index <= 255):
-            return Announcement(seq, index, stamp, used)
-    return Announcement(*expect(payload, FRAME, BUS, MAX_ZMQ_MESSAGE))
+            return seq, index, stamp, used
+    seq, index, stamp, used = expect(payload, FRAME, BUS, MAX_ZMQ_MESSAGE)
+    return seq, index, stamp, used
 
 
 # RELEASE's fast path, likewise: the release of one frame (what a consumer

@@ -299,7 +299,8 @@ class Session:
         try:
             decoded = protocol.decode(data, protocol.AFTER_ACCEPT, protocol.MAX_CONTROL_MESSAGE)
             if decoded.kind is protocol.FRAME and self.channel == SOCKET:
-                return Announcement(*decoded.values)
+                seq, index, stamp, used = decoded.values
+                return seq, index, stamp, used
             if decoded.kind is not protocol.BYE:
                 raise ProtocolError(f"unexpected {decoded.kind.name} on the control socket")
             self.gone = ProducerGone(decoded.values[0], clean=decoded.values[1])
