@@ -6,10 +6,11 @@ admission) and the server loop (`_server.Server`: a thread owning the control
 socket and the links to the bus relays that hold the zmq sockets). One lock
 guards both; the facade takes it for a few microseconds per call.
 
-The hot path has no hand-off to another thread: `publish()` stamps the frame,
-sends it, then books it; `acquire()` drains the consumers' releases itself
-before it looks for a free buffer, and sleeps on the very sockets releases
-arrive on.
+The hot path has no hand-off to another thread: `publish()` sends the frame
+and returns (the next call under the lock books it); `acquire()` drains the
+consumers' releases itself before it looks for a free buffer, and sleeps on
+the very sockets releases arrive on. At a steady pace the server thread leaves
+those releases to it (`_acks.AckTurns`).
 """
 
 from __future__ import annotations
