@@ -222,14 +222,23 @@ def encode_frame(seq: int, index: int, timestamp_ns: int, bytesused: int) -> byt
                               _UINT64, timestamp_ns, _UINT64, bytesused)
 
 
-def decode_frame(payload: bytes) -> Announcement:
-    """A FRAME's fields, checked: the fixed layout at once, anything else the
-    generic way. Raises ProtocolError for what is not a well-formed FRAME."""
+def decode_fixed_frame(payload: bytes) -> Announcement | None:
+    """A FRAME's fields if `payload` has the fixed layout, else None (it may
+    still be another message of the same size: decode that the generic way)."""
     if len(payload) == FRAME_SIZE:
         a, kind, t1, seq, t2, index, t3, stamp, t4, used = _FRAME_LAYOUT.unpack(payload)
         if (a == _ARRAY5 and kind == _FRAME_CODE and t1 == t2 == t3 == t4 == _UINT64
                 and index <= 255):
             return seq, index, stamp, used
+    return None
+
+
+def decode_frame(payload: bytes) -> Announcement:
+    """A FRAME's fields, checked: the fixed layout at once, anything else the
+    generic way. Raises ProtocolError for what is not a well-formed FRAME."""
+    announced = decode_fixed_frame(payload)
+    if announced is not None:
+        return announced
     seq, index, stamp, used = expect(payload, FRAME, BUS, MAX_ZMQ_MESSAGE)
     return seq, index, stamp, used
 

@@ -159,7 +159,6 @@ class Server:
                 freed |= self._read_watched(now)
                 continue
             timers = True  # anything else may change a deadline
-            relay = self.relays.at(fd)
             if fd == listen_fd:
                 self.control.accept(self._poller)
             elif fd == self._wake[0]:
@@ -172,7 +171,7 @@ class Server:
                 freed |= self._on_control(self._conns[fd], mask, now)
             elif self._requests.owns(fd):
                 self._requests.on_request(fd)
-            elif relay is not None:  # hung up
+            elif (relay := self.relays.at(fd)) is not None:  # hung up
                 relay.alive = False
         while self.delivery.hung_up:  # (a half-closed one reports no hang-up)
             sub = self.delivery.hung_up.pop()

@@ -246,8 +246,9 @@ class Session:
                     raise ProducerGone("the session is closed") from None
                 self.gone = ProducerGone(f"connection error: {exc}")
                 raise self.gone from None
-            if len(data) == protocol.FRAME_SIZE:  # the one message per frame: at once
-                return protocol.decode_frame(data)
+            announced = protocol.decode_fixed_frame(data)  # the one message per frame
+            if announced is not None:
+                return announced
             if not data and self.closed:
                 raise ProducerGone("the session is closed")
             return self._on_control(data)
@@ -294,8 +295,10 @@ class Session:
         if not data:
             self.gone = ProducerGone("the producer closed the connection (it exited or crashed)")
             raise self.gone
-        if self.channel == SOCKET and len(data) == protocol.FRAME_SIZE:
-            return protocol.decode_frame(data)
+        if self.channel == SOCKET:
+            announced = protocol.decode_fixed_frame(data)
+            if announced is not None:
+                return announced
         try:
             decoded = protocol.decode(data, protocol.AFTER_ACCEPT, protocol.MAX_CONTROL_MESSAGE)
             if decoded.kind is protocol.FRAME and self.channel == SOCKET:

@@ -329,3 +329,16 @@ def test_a_socket_consumer_that_half_closes_its_connection_is_dropped(sock):
                 time.sleep(0.02)
         finally:
             cam.close()
+
+
+def test_a_goodbye_as_long_as_a_frame_still_says_the_producer_left(sock):
+    """The socket channel reads a message of FRAME's size the fast way; a
+    BYE that happens to be that long is still a goodbye, not a bad FRAME."""
+    from framebus import _protocol as protocol
+    reason = "x" * next(n for n in range(1, 64)
+                        if len(protocol.BYE.encode("x" * n, True)) == protocol.FRAME_SIZE)
+    bus = framebus.Producer(sock, FMT, buffers=4, reserve=1)
+    with framebus.Consumer(sock, channel="socket") as cam:
+        bus.close(reason)
+        with pytest.raises(framebus.ProducerGone, match=reason):
+            cam.get(timeout=5)
