@@ -11,13 +11,12 @@ from __future__ import annotations
 import mmap
 import os
 
-import numpy as np
-
 from .errors import FramebusError
 from .linux import memfd
 
 MAGIC = 0x4652414D45425553  # "FRAMEBUS"
 _HEADER = 4  # magic, session, newest published seq, buffer count
+_CLOSED = memoryview(b"").cast("Q")
 
 
 class StatusBoard:
@@ -26,7 +25,11 @@ class StatusBoard:
     def __init__(self, mapping: mmap.mmap, count: int, *, fd: int = -1) -> None:
         self._map = mapping
         self.fd = fd  # the producer keeps its fd to send to consumers
-        words = np.frombuffer(mapping, dtype=np.uint64, count=_HEADER + count)
+        # A memoryview of native uint64 words, not numpy: the producer writes
+        # two words per frame before the FRAME goes out, and an item
+        # assignment on a memoryview costs half of numpy's on a cold cache.
+        words = memoryview(mapping)[:(_HEADER + count) * 8].cast("Q")
+        self._words = words
         self._header = words[:_HEADER]
         self.seqs = words[_HEADER:]
 
@@ -41,7 +44,8 @@ class StatusBoard:
         fd = memfd.create(name, size)
         try:
             board = cls(memfd.map_shared(fd, size, writable=True), count, fd=fd)
-            board._header[:] = (MAGIC, session, 0, count)
+            for i, value in enumerate((MAGIC, session, 0, count)):
+                board._header[i] = value
             memfd.add_seals(fd, memfd.READ_ONLY_SEALS)
         except BaseException:
             os.close(fd)
@@ -59,8 +63,8 @@ class StatusBoard:
             board = cls(memfd.map_shared(fd, size, writable=False), count)
         finally:
             os.close(fd)
-        if int(board._header[0]) != MAGIC or int(board._header[1]) != session \
-                or int(board._header[3]) != count:
+        if board._header[0] != MAGIC or board._header[1] != session \
+                or board._header[3] != count:
             board.close()
             raise FramebusError("status board does not belong to this producer session")
         return board
@@ -68,7 +72,11 @@ class StatusBoard:
     @property
     def newest(self) -> int:
         """The sequence number of the newest published frame."""
-        return int(self._header[2])
+        return self._header[2]
+
+    def holds(self, index: int, seq: int) -> bool:
+        """Whether buffer `index` holds frame `seq` (False once closed)."""
+        return index < len(self.seqs) and self.seqs[index] == seq
 
     def invalidate(self, index: int) -> None:
         """Mark buffer `index` as being rewritten (before any pixel changes)."""
@@ -80,7 +88,10 @@ class StatusBoard:
 
     def close(self) -> None:
         """Unmap (and close the producer's fd); safe twice."""
-        self._header = self.seqs = np.empty(0, np.uint64)
+        if self._words is not _CLOSED:
+            for view in (self.seqs, self._header, self._words):
+                view.release()  # (a view still exported would keep the mapping open)
+            self._words = self._header = self.seqs = _CLOSED
         memfd.unmap(self._map)
         if self.fd >= 0:
             os.close(self.fd)

@@ -172,9 +172,9 @@ class Bus:
         """A buffer to write the next frame into, or None (all leased, or a
         source that is not live waiting for a full queue consumer)."""
         if not self.live:
-            held = self.leases.held
+            leases = self.leases.by_holder
             for s in self.subscribers.values():
-                if s.policy == QUEUE and s.connected and held(s.id) >= s.depth:
+                if s.policy == QUEUE and s.connected and len(leases[s.id]) >= s.depth:
                     return None
         index = self.leases.start_writing()
         if index is not None:
@@ -191,10 +191,10 @@ class Bus:
 
     def recipients(self) -> list[Subscriber]:
         """The subscribers a frame published now goes to."""
-        held = self.leases.held
+        leases = self.leases.by_holder
         recipients = []  # (a loop, not a comprehension: one call less, per frame)
         for s in self.subscribers.values():
-            if s.connected and held(s.id) < s.quota and (s.policy == QUEUE or s.credit > 0):
+            if s.connected and len(leases[s.id]) < s.quota and (s.policy == QUEUE or s.credit > 0):
                 recipients.append(s)
         return recipients
 

@@ -62,9 +62,10 @@ class Delivery:
         waits for `book()`: whatever the publishing thread does after the
         send delays the consumer it woke when the kernel runs that consumer
         on the same core, and the next call under the lock books it before
-        anything reads an ack or asks the bus.
+        anything reads an ack or asks the bus. The caller has booked the
+        frame before (`book()`), to check the buffer it publishes.
         """
-        self.book()
+        assert self._unbooked is None, "publish() before the last frame was booked"
         recipients = self._bus.recipients()
         sent = self.send_frame(recipients, protocol.encode_frame(
             seq, index, timestamp_ns, bytesused)) if recipients else []
@@ -106,7 +107,9 @@ class Delivery:
                 if by_uid is None:
                     by_uid = {}
                 by_uid.setdefault(sub.peer.uid, []).append(sub)
-        for uid, group in (by_uid or {}).items():
+        if by_uid is None:
+            return sent
+        for uid, group in by_uid.items():
             relay = self._relays.get(uid)
             reached = relay.send([s.token for s in group], payload) if relay is not None else 0
             sent += group[:reached]

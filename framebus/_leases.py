@@ -39,28 +39,30 @@ class LeaseTable:
         self.seqs = [0] * count  # the frame each buffer holds; 0 = none
         self.holders = [0] * count  # how many leases each buffer has
         self.writing = [False] * count
-        self._leases: dict[int, dict[int, Lease]] = {}  # holder -> seq -> lease
+        #: holder -> seq -> lease (read-only outside: the bus counts a
+        #: holder's leases per frame without a call)
+        self.by_holder: dict[int, dict[int, Lease]] = {}
         self._revoked: dict[int, deque[int]] = {}  # holder -> recently revoked seqs
 
     # Holders.
     def add_holder(self, holder: int) -> None:
-        self._leases[holder] = {}
+        self.by_holder[holder] = {}
         self._revoked[holder] = deque(maxlen=_REMEMBERED_REVOCATIONS)
 
     def remove_holder(self, holder: int) -> list[Lease]:
         """Forget `holder`, ending all its leases; returns them."""
-        leases = list(self._leases.pop(holder, {}).values())
+        leases = list(self.by_holder.pop(holder, {}).values())
         self._revoked.pop(holder, None)
         for lease in leases:
             self.holders[lease.index] -= 1
         return leases
 
     def held(self, holder: int) -> int:
-        return len(self._leases[holder])
+        return len(self.by_holder[holder])
 
     def seqs_held(self, holder: int) -> list[int]:
         """The frames `holder` has leases on."""
-        return list(self._leases[holder])
+        return list(self.by_holder[holder])
 
     # The producer's side.
     def start_writing(self) -> int | None:
@@ -99,7 +101,7 @@ class LeaseTable:
         seq = self.seqs[index]
         if seq == 0 or self.writing[index]:
             raise ValueError(f"buffer {index} holds no published frame")
-        leases = self._leases[holder]
+        leases = self.by_holder[holder]
         if seq in leases:
             raise ValueError(f"holder {holder} already leases frame {seq}")
         lease = Lease(holder, seq, index, deadline)
@@ -108,7 +110,7 @@ class LeaseTable:
         return lease
 
     def release(self, holder: int, seq: int) -> Release:
-        lease = self._leases[holder].pop(seq, None)
+        lease = self.by_holder[holder].pop(seq, None)
         if lease is not None:
             self.holders[lease.index] -= 1
             return Release.RELEASED
@@ -116,14 +118,14 @@ class LeaseTable:
 
     def revoke_expired(self, now: float) -> list[Lease]:
         """End every lease whose deadline has passed; returns them."""
-        expired = [lease for leases in self._leases.values()
+        expired = [lease for leases in self.by_holder.values()
                    for lease in leases.values() if lease.deadline <= now]
         for lease in expired:
-            del self._leases[lease.holder][lease.seq]
+            del self.by_holder[lease.holder][lease.seq]
             self._revoked[lease.holder].append(lease.seq)
             self.holders[lease.index] -= 1
         return expired
 
     def next_deadline(self) -> float | None:
-        return min((lease.deadline for leases in self._leases.values() for lease in leases.values()),
+        return min((lease.deadline for leases in self.by_holder.values() for lease in leases.values()),
                    default=None)

@@ -80,7 +80,7 @@ class Frame:
         revoked lease), so "read the pixels, then check valid()" is safe.
         """
         status = self.session.status
-        return status is not None and int(status.seqs[self.index]) == self.seq
+        return status is not None and status.holds(self.index, self.seq)
 
     def release(self) -> None:
         """End the lease; the producer may reuse the buffer. Safe twice."""

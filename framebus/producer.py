@@ -271,8 +271,9 @@ class Producer:
 
     def _own(self, buffer: Buffer) -> int:
         index = buffer.index
-        if not (self._pool is not None and 0 <= index < len(self._pool)
-                and self._pool.buffers[index] is buffer and self._bus.is_writing(index)):
+        buffers = self._pool.buffers if self._pool is not None else []
+        if not (0 <= index < len(buffers) and buffers[index] is buffer
+                and self._bus.is_writing(index)):
             raise ValueError(f"{buffer!r} was not acquired from this producer")
         return index
 
