@@ -69,16 +69,23 @@ class Session:
         self.status: StatusBoard | None = None
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._dealer: zmq.Socket[bytes] | None = None
-        self._epoll: select.epoll | None = None
+        self._epoll: select.epoll | None = None  # zmq channel: the control socket and zmq's fd
+        self._readable: select.poll | None = None  # socket channel: the control socket
         self._ctrl = handshake.connect(path, timeout, producer_uid=producer_uid)
         try:
             token, endpoint = self._handshake(timeout, name, policy, max_held, depth)
-            # One fd that turns readable when this session has news: the
-            # control socket (FRAMEs on the socket channel, BYE, EOF) and,
-            # on the zmq channel, the DEALER's notification fd.
-            self._epoll = select.epoll(2)
-            self._epoll.register(self._ctrl.fileno(), select.EPOLLIN)
-            if channel == ZMQ:
+            # One fd that turns readable when this session has news. On the
+            # socket channel that is the control socket itself (FRAMEs, BYE,
+            # EOF): no epoll set is registered on it, so the producer's send
+            # of a FRAME wakes the one waiter and nothing else. On the zmq
+            # channel, an epoll set of the control socket and the DEALER's
+            # notification fd.
+            if channel == SOCKET:
+                self._readable = select.poll()
+                self._readable.register(self._ctrl.fileno(), select.POLLIN)
+            else:
+                self._epoll = select.epoll(2)
+                self._epoll.register(self._ctrl.fileno(), select.EPOLLIN)
                 self._ctx = zmq.Context(io_threads=1)
                 self._dealer = self._ctx.socket(zmq.DEALER)
                 self._dealer.setsockopt(zmq.LINGER, 0)
@@ -138,7 +145,9 @@ class Session:
     def fileno(self) -> int:
         """Readable when a FRAME or news of the producer may be waiting
         (check with `try_receive`: zmq's fd only says "look")."""
-        return self._epoll.fileno() if self._epoll is not None else -1
+        if self._epoll is not None:
+            return self._epoll.fileno()
+        return -1 if self.closed else self._ctrl.fileno()
 
     def send(self, payload: bytes) -> None:
         """Send a CREDIT, RELEASE or REPORT to the producer without ever blocking.
@@ -257,11 +266,11 @@ class Session:
         """Up to `remaining` s (none: one look) for the session's fd, then
         a FRAME if one came."""
         if remaining is None or remaining > 0:
-            try:
-                assert self._epoll is not None
-                self._epoll.poll(-1 if remaining is None else remaining)
-            except (ValueError, OSError):  # closed by close() in another thread
-                raise ProducerGone("the session is closed") from None
+            assert self._readable is not None
+            # (close() in another thread shuts the socket down: this returns)
+            self._readable.poll(None if remaining is None else remaining * 1000)
+        if self.closed:
+            raise ProducerGone("the session is closed")
         return self.try_receive()
 
     def _slice_receives(self) -> bool:
