@@ -184,12 +184,15 @@ class Delivery:
         """A CREDIT, RELEASE or REPORT from `sub`, checked first."""
         bus = self._bus
         release = protocol.decode_release(payload)
-        if release is not None:  # the one message per frame: no generic dispatch
+        if release is not None:  # the messages of every frame: no generic decode
             seq, credit, received = release
             freed = bus.on_release(sub, (seq,), now, received)
             if credit:
                 self._credit(sub, credit, now)
             return freed
+        if payload == protocol.CREDIT_ONE:
+            self._credit(sub, 1, now)
+            return False
         try:
             kind, values = protocol.decode_bus(payload)
         except ProtocolError as exc:

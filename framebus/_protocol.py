@@ -271,6 +271,11 @@ def decode_release(payload: bytes) -> tuple[int, int, int] | None:
     return None
 
 
+#: CREDIT 1, the request a `latest` consumer sends for each frame: built once,
+#: and recognised by the producer with one comparison.
+CREDIT_ONE = CREDIT.encode(1)
+
+
 def decode_bus(payload: bytes) -> Decoded:
     """A consumer's bus message (CREDIT, RELEASE, REPORT or anything in
     `BUS`), checked: a one-frame RELEASE in the fixed layout at once, the

@@ -255,7 +255,7 @@ class Consumer:
         if deadline is not None and time.monotonic() >= deadline:
             raise Timeout(f"no frame within {timeout} s")
         if self.policy == LATEST and self._credit_pending:
-            session.send(protocol.CREDIT.encode(1))
+            session.send(protocol.CREDIT_ONE)
 
     def _ask(self, session: Session, releasing: list[int]) -> None:
         """Release and ask for a frame, in one message where possible."""
@@ -270,7 +270,7 @@ class Consumer:
             session.send(protocol.encode_release(releasing, credit, session.received))
             releasing.clear()  # sent once, even if the session is replaced
         elif credit:
-            session.send(protocol.CREDIT.encode(credit))
+            session.send(protocol.CREDIT_ONE)
 
     def _accept(self, session: Session, announced: Announcement) -> Frame | None:
         """A Frame for this announcement; None if it was stale and the newest
@@ -293,7 +293,7 @@ class Consumer:
             self._credit_stale = False
             if stale:  # asked for long ago: let it go and ask for the newest
                 frame.release()
-                session.send(protocol.CREDIT.encode(1))
+                session.send(protocol.CREDIT_ONE)
                 self._credit_pending = True
                 return None
         return frame

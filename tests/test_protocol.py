@@ -158,3 +158,11 @@ def test_fast_frame_decoder_agrees_with_the_generic_one(data):
     except ProtocolError:
         fast = "error"
     assert fast == _generic_or_error(payload, protocol.FRAME)
+
+
+def test_credit_one_is_the_generic_credit_of_one():
+    # The producer recognises CREDIT_ONE by comparison; it must be exactly
+    # what the generic codec makes and reads as CREDIT 1.
+    assert protocol.CREDIT_ONE == msgpack.packb([protocol.CREDIT.code, 1])
+    decoded = protocol.decode_bus(protocol.CREDIT_ONE)
+    assert decoded.kind is protocol.CREDIT and decoded.values == (1,)
