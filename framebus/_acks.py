@@ -15,8 +15,11 @@ once per consumer per frame, and on a small machine that wake-up, arriving
 while the frame is on its way, is what costs the frame most (it doubles the
 latency of the next one and the producer's CPU). So the server thread then
 watches only the sources whose next message it must answer at once (see
-`Server.watch_acks`). epoll, not poll, for that second set: a change takes
-effect even while the server thread sleeps on it, without waking it.
+`Server.watch_acks`), and those a pump left with messages unread after a full
+batch (`backlog`): more than a consumer sends per frame, likely a flood, which
+must be read at its own rate for the flood limits to see it. epoll, not poll,
+for that second set: a change takes effect even while the server thread sleeps
+on it, without waking it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ class AckSources:
         self._all = select.epoll()
         self._watched = select.epoll()
         self._watching: set[int] = set()
+        #: sources a pump left unread after a full batch (the server thread
+        #: reads them as fast as they come until a pump finds none waiting)
+        self.backlog: set[int] = set()
         self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._all.register(self._wake[0], select.EPOLLIN)
         self.sources: dict[int, Source] = {}
@@ -53,6 +59,7 @@ class AckSources:
 
     def discard(self, fd: int) -> None:
         """Stop watching `fd` (before it is closed); safe if not watched."""
+        self.backlog.discard(fd)
         if self.sources.pop(fd, None) is not None:
             self._all.unregister(fd)
         if fd in self._watching:
@@ -63,6 +70,11 @@ class AckSources:
         """The sources with something to read (or a hang-up), now."""
         sources = self.sources
         return [sources[fd] for fd, _ in self._all.poll(0) if fd in sources]
+
+    def add_backlog(self, sources: Iterable[Source]) -> None:
+        """These sources still had messages after a full batch."""
+        ids = {id(source) for source in sources}
+        self.backlog.update(fd for fd, source in self.sources.items() if id(source) in ids)
 
     def wait(self, timeout: float | None) -> None:
         """Sleep until a source is readable, `wake()` is called, or `timeout` s."""

@@ -270,6 +270,30 @@ def send_quietly(conn: socket.socket, data: bytes) -> None:
         pass
 
 
+# At most this many unread messages are discarded before a close (a socket's
+# receive buffer holds a few hundred small ones).
+_DISCARD_LIMIT = 4096
+
+
+def close_quietly(conn: socket.socket) -> None:
+    """Close a connection so that what was sent on it (a BYE) is still read.
+
+    Closing an AF_UNIX stream or SEQPACKET socket with unread data makes the
+    peer's next recv() fail with ECONNRESET *before* it reads what is queued
+    for it: a consumer cut off for flooding would see "connection reset", not
+    our reason. So the read side is shut first (the peer can send no more)
+    and what it had sent is discarded.
+    """
+    try:
+        conn.shutdown(socket.SHUT_RD)
+        for _ in range(_DISCARD_LIMIT):
+            if not conn.recv(protocol.MAX_CONTROL_MESSAGE, socket.MSG_DONTWAIT):
+                break
+    except OSError:
+        pass  # EAGAIN (nothing left), or the peer has gone
+    conn.close()
+
+
 def _fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 

@@ -127,16 +127,26 @@ class Delivery:
         than reading each on to its EAGAIN.
         """
         self.book()
+        acks = self._acks
         freed = False
         for _ in range(_PUMP_ROUNDS):
-            ready = self._acks.ready()
+            ready = acks.ready()
             if not ready:
+                if acks.backlog:  # nothing left over: all acquire()'s again
+                    acks.backlog.clear()
+                    self._booked()
                 break
             for source in ready:
                 if isinstance(source, RelayLink):
                     freed |= self.read_relay(source, now)
                 else:
                     freed |= self.read_socket_channel(source, now, 1)
+        else:
+            # Still sending after a full batch: the server thread reads these
+            # as fast as they come, so a flood is counted at its own rate,
+            # not at the pace of acquire() (and is cut off like any other).
+            acks.add_backlog(ready)
+            self._booked()
         return freed
 
     def read_relay(self, relay: RelayLink, now: float) -> bool:

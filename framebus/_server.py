@@ -25,7 +25,7 @@ from typing import Callable
 
 from . import _protocol as protocol
 from ._bus import Admission, Bus, Subscriber
-from ._control import POLL_IN, Attach, ControlServer, send_quietly
+from ._control import POLL_IN, Attach, ControlServer, close_quietly, send_quietly
 from ._endpoint import PrivateDir
 from ._acks import AckSources, AckTurns
 from ._protocol import LATEST, SOCKET, ZMQ
@@ -92,7 +92,8 @@ class Server:
         """Choose the ack sources this thread reads (lock held; after a
         publish, a delivery or a change of hands): all of them, or while
         the acks are acquire()'s, those of `latest` consumers that have not
-        had the newest frame, whose next credit is answered with it at once."""
+        had the newest frame, whose next credit is answered with it at once,
+        and those a pump left with a backlog (`AckSources.backlog`)."""
         acks = self.acks
         if not self.turns.muted:
             acks.watch_all()
@@ -100,8 +101,9 @@ class Server:
         newest = self.bus.newest_seq
         behind = [s for s in self.bus.subscribers.values()
                   if s.policy == LATEST and s.last_seq < newest]
-        if behind or acks.watching:
-            acks.watch(fd for fd in map(self._ack_fd, behind) if fd is not None)
+        if behind or acks.watching or acks.backlog:
+            fds = {fd for fd in map(self._ack_fd, behind) if fd is not None}
+            acks.watch(fds | acks.backlog)
 
     def _ack_fd(self, sub: Subscriber) -> int | None:
         """Where `sub`'s acks arrive: its connection, or its uid's relay link."""
@@ -350,7 +352,7 @@ class Server:
             self._conns.pop(conn.fileno(), None)
             self._poller.unregister(conn)
             self.acks.discard(conn.fileno())
-            conn.close()
+            close_quietly(conn)
         reclaimed = self._forget(sub)
         log.info("consumer %r (pid %d) %s; reclaimed %d leases",
                  sub.name, sub.peer.pid, why, reclaimed)

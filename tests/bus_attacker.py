@@ -11,6 +11,8 @@ closes. Commands:
   connect    open --count raw connections to its bus endpoint as fast as it
              can and hold them (libzmq aborts a process whose accept() hits EMFILE)
   flood      send --seconds of CREDITs as fast as it can on its own DEALER
+  sockflood  the same on the socket channel (its control socket), as a
+             --policy consumer
   multipart  send --messages multipart messages of --parts x --size bytes
   honest     take frames for --seconds; print fps, the worst gap between
              frames and how many arrived (the victim's view of an attack)
@@ -113,6 +115,28 @@ def flood(args: argparse.Namespace) -> None:
         hold()
 
 
+def sockflood(args: argparse.Namespace) -> None:
+    with framebus.Consumer(args.socket, name="sockflood", channel="socket",
+                           policy=args.policy, producer_uid=0) as cam:
+        cam.get(timeout=5).release()
+        ctrl: socket.socket = cam._session._ctrl
+        sent = 0
+        end = time.monotonic() + args.seconds
+        while time.monotonic() < end:
+            for _ in range(1000):
+                try:
+                    ctrl.send(protocol.CREDIT_ONE, socket.MSG_DONTWAIT)
+                    sent += 1
+                except BlockingIOError:
+                    time.sleep(0.001)  # full: the producer reads what it reads
+                    break
+                except OSError:  # cut off
+                    end = 0
+                    break
+        report(sent=sent, rate=round(sent / args.seconds), cut_off=_fate(cam))
+        hold()
+
+
 def multipart(args: argparse.Namespace) -> None:
     with framebus.Consumer(args.socket, name="multipart", producer_uid=0) as cam:
         cam.get(timeout=5).release()
@@ -163,16 +187,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--as", dest="user", help="drop to this user first")
-    parser.add_argument("command", choices=("connect", "flood", "multipart", "honest"))
+    parser.add_argument("command", choices=("connect", "flood", "sockflood", "multipart", "honest"))
     parser.add_argument("socket")
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--messages", type=int, default=3)
     parser.add_argument("--parts", type=int, default=20_000)
     parser.add_argument("--size", type=int, default=4_000)
+    parser.add_argument("--policy", choices=("latest", "queue"), default="latest")
     args = parser.parse_args()
     drop_privileges(args.user)
-    {"connect": connect, "flood": flood, "multipart": multipart, "honest": honest}[args.command](args)
+    commands = {"connect": connect, "flood": flood, "sockflood": sockflood,
+                "multipart": multipart, "honest": honest}
+    commands[args.command](args)
     return 0
 
 

@@ -83,6 +83,19 @@ def test_a_credit_flood_cuts_off_the_flooder_only(open_sock, procs):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("policy", ["latest", "queue"])
+def test_a_credit_flood_on_the_socket_channel_cuts_off_the_flooder_only(open_sock, procs, policy):
+    # At a camera's pace acquire() reads the acks, a bounded batch per frame:
+    # a flood must still be read at its own rate, and so be seen as one.
+    producer = _producer(procs, open_sock)
+    honest = _honest(procs, open_sock, 6)
+    attacker = _attack(procs, open_sock, "sockflood", "--seconds", "3", "--policy", policy)
+    result = read_json(attacker, timeout=60)
+    assert "flooding" in result["cut_off"], result
+    _after(procs, open_sock, producer, honest)
+
+
+@pytest.mark.timeout(120)
 def test_multipart_messages_cannot_bloat_the_producer(open_sock, procs):
     producer = _producer(procs, open_sock)
     honest = _honest(procs, open_sock, 8)

@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 import framebus
-from framebus import controls
+from framebus import _control, controls
 
 FMT = framebus.FrameFormat(64, 48, "GREY")
 
@@ -342,3 +342,24 @@ def test_a_goodbye_as_long_as_a_frame_still_says_the_producer_left(sock):
         bus.close(reason)
         with pytest.raises(framebus.ProducerGone, match=reason):
             cam.get(timeout=5)
+
+
+def test_a_goodbye_is_read_even_when_the_peer_sent_what_was_not_read():
+    # The kernel quirk close_quietly() closes: an AF_UNIX SEQPACKET socket
+    # closed with unread data resets its peer, whose recv() then fails with
+    # ECONNRESET before it reads what was queued for it (our BYE).
+    for closer, expected in ((socket.socket.close, ConnectionResetError),
+                             (_control.close_quietly, None)):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            for _ in range(10):
+                theirs.send(b"flood")
+            ours.send(b"bye")
+            closer(ours)
+            if expected is None:
+                assert theirs.recv(64) == b"bye" and theirs.recv(64) == b""
+                with pytest.raises(OSError):  # (EPIPE: it can send no more)
+                    theirs.send(b"more")
+            else:
+                with pytest.raises(expected):
+                    theirs.recv(64)
