@@ -24,12 +24,12 @@ on it, without waking it.
 
 from __future__ import annotations
 
-import os
 import select
 from typing import Iterable, Union
 
 from ._bus import Subscriber
 from ._relays import RelayLink
+from ._wakeup import WakePipe
 
 Source = Union[Subscriber, RelayLink]  # a socket-channel consumer, or a relay link
 
@@ -44,8 +44,8 @@ class AckSources:
         #: sources a pump left unread after a full batch (the server thread
         #: reads them as fast as they come until a pump finds none waiting)
         self.backlog: set[int] = set()
-        self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._all.register(self._wake[0], select.EPOLLIN)
+        self._wake = WakePipe()
+        self._all.register(self._wake.fileno(), select.EPOLLIN)
         self.sources: dict[int, Source] = {}
 
     def add(self, fd: int, source: Source) -> None:
@@ -79,18 +79,11 @@ class AckSources:
     def wait(self, timeout: float | None) -> None:
         """Sleep until a source is readable, `wake()` is called, or `timeout` s."""
         self._all.poll(-1 if timeout is None else max(timeout, 0.0), 1)
-        try:
-            while os.read(self._wake[0], 4096):
-                pass
-        except BlockingIOError:
-            pass
+        self._wake.drain()
 
     def wake(self) -> None:
         """End a `wait()` now (or the next one, if none is under way)."""
-        try:
-            os.write(self._wake[1], b"x")
-        except BlockingIOError:
-            pass  # already pending
+        self._wake.wake()
 
     # ------------------------------------------------ the server thread's share
     def watch(self, fds: Iterable[int]) -> None:
@@ -128,8 +121,7 @@ class AckSources:
         self._watching.clear()
         self._all.close()
         self._watched.close()
-        for fd in self._wake:
-            os.close(fd)
+        self._wake.close()
 
 
 # While acquire() runs at a steady pace (a new call at most PACE_MAX after the

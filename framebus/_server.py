@@ -16,7 +16,6 @@ read from any thread, and the lock orders who does.
 from __future__ import annotations
 
 import logging
-import os
 import select
 import socket
 import threading
@@ -32,6 +31,7 @@ from ._protocol import LATEST, SOCKET, ZMQ
 from ._ratelimit import RateLimitedLog
 from ._delivery import Delivery
 from ._relays import RelayLink, RelayPool
+from ._wakeup import WakePipe
 from ._controls_service import ControlRequests
 from .controls import Controls
 from .errors import FramebusError
@@ -69,9 +69,9 @@ class Server:
         self._rate_log = rate_log
         self._conns: dict[int, Subscriber] = {}  # by control fd
         self._sockets: dict[int, socket.socket] = {}  # by subscriber id
-        self._wake = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._wake = WakePipe()
         self._poller.register(control.fileno(), select.POLLIN)
-        self._poller.register(self._wake[0], select.POLLIN)
+        self._poller.register(self._wake.fileno(), select.POLLIN)
         self.acks = AckSources()
         self._poller.register(self.acks.watched_fileno(), select.POLLIN)
         self.delivery = Delivery(bus, self.relays, self._sockets, self.acks, rate_log,
@@ -115,10 +115,7 @@ class Server:
 
     def notify(self) -> None:
         """Wake the server thread."""
-        try:
-            os.write(self._wake[1], b"x")
-        except BlockingIOError:
-            pass  # already pending
+        self._wake.wake()
 
     def _run(self) -> None:
         listen_fd = self.control.fileno()
@@ -163,8 +160,8 @@ class Server:
             timers = True  # anything else may change a deadline
             if fd == listen_fd:
                 self.control.accept(self._poller)
-            elif fd == self._wake[0]:
-                _drain_pipe(fd)
+            elif fd == self._wake.fileno():
+                self._wake.drain()
             elif self.control.owns(fd):
                 attach = self.control.finish(self._poller, fd)
                 if attach is not None:
@@ -429,16 +426,8 @@ class Server:
         self.relays.close()
         self._requests.close()
         self.acks.close()
-        for fd in self._wake:
-            os.close(fd)
+        self._wake.close()
 
 
 _HANG_UP = select.POLLHUP | select.POLLERR
 
-
-def _drain_pipe(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
