@@ -205,15 +205,18 @@ class Bus:
         self.newest_seq = seq
         self.counters["published"] += 1
 
-    def delivered(self, sub: Subscriber, index: int, deadline: float) -> None:
-        """Record that the frame in `index` was sent to `sub`: a lease until `deadline`."""
-        lease = self.leases.grant(sub.id, index, deadline)
-        if sub.last_seq:
-            sub.dropped += max(0, lease.seq - sub.last_seq - 1)
-        sub.last_seq = lease.seq
-        sub.delivered += 1
-        if sub.policy == LATEST:
-            sub.credit -= 1
+    def delivered(self, subs: list[Subscriber], index: int, deadline: float) -> None:
+        """Record that the frame in `index` was sent to each of `subs`: a
+        lease each until `deadline`."""
+        seq = self.leases.grant_each([s.id for s in subs], index, deadline)
+        for sub in subs:
+            last = sub.last_seq
+            if last and seq > last + 1:
+                sub.dropped += seq - last - 1
+            sub.last_seq = seq
+            sub.delivered += 1
+            if sub.policy == LATEST:
+                sub.credit -= 1
 
     # ------------------------------------------------------ consumers' side
     def on_credit(self, sub: Subscriber, count: int, now: float) -> int | None:

@@ -85,9 +85,7 @@ class Delivery:
         bus = self._bus
         bus.published(index, seq, stamp, used)
         if sent:
-            deadline = time.monotonic() + self.lease_timeout
-            for sub in sent:
-                bus.delivered(sub, index, deadline)
+            bus.delivered(sent, index, time.monotonic() + self.lease_timeout)
         self._booked()
 
     def send_frame(self, subs: list[Subscriber], payload: bytes) -> list[Subscriber]:
@@ -140,7 +138,7 @@ class Delivery:
                 if isinstance(source, RelayLink):
                     freed |= self.read_relay(source, now)
                 else:
-                    freed |= self.read_socket_channel(source, now, 1)
+                    freed |= self._read_socket(source, now, 1)
         else:
             # Still sending after a full batch: the server thread reads these
             # as fast as they come, so a flood is counted at its own rate,
@@ -173,6 +171,10 @@ class Delivery:
         """Apply what `sub` sent on its control socket (channel "socket"),
         up to `limit` messages."""
         self.book()
+        return self._read_socket(sub, now, limit)
+
+    def _read_socket(self, sub: Subscriber, now: float, limit: int) -> bool:
+        """`read_socket_channel` once the last frame is booked (a pump's)."""
         conn = self._sockets.get(sub.id)
         freed = False
         if conn is None:
@@ -227,4 +229,4 @@ class Delivery:
         if index is not None and info is not None:
             payload = protocol.encode_frame(info.seq, index, info.timestamp_ns, info.bytesused)
             if self.send_frame([sub], payload):
-                self._bus.delivered(sub, index, now + self.lease_timeout)
+                self._bus.delivered([sub], index, now + self.lease_timeout)

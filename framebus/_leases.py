@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from enum import Enum
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 
 class Lease(NamedTuple):
@@ -98,16 +98,25 @@ class LeaseTable:
 
     # The consumers' side.
     def grant(self, holder: int, index: int, deadline: float) -> Lease:
+        """A lease for `holder` on the frame in `index`, until `deadline`."""
+        self.grant_each((holder,), index, deadline)
+        return self.by_holder[holder][self.seqs[index]]
+
+    def grant_each(self, holders: Iterable[int], index: int, deadline: float) -> int:
+        """A lease for each of `holders` on the frame in `index`, until
+        `deadline` (the leases of one frame sent to several consumers, in
+        one call); returns the frame's seq."""
         seq = self.seqs[index]
         if seq == 0 or self.writing[index]:
             raise ValueError(f"buffer {index} holds no published frame")
-        leases = self.by_holder[holder]
-        if seq in leases:
-            raise ValueError(f"holder {holder} already leases frame {seq}")
-        lease = Lease(holder, seq, index, deadline)
-        leases[seq] = lease
-        self.holders[index] += 1
-        return lease
+        by_holder, new = self.by_holder, tuple.__new__  # (a NamedTuple's own __new__ is Python)
+        for holder in holders:
+            leases = by_holder[holder]
+            if seq in leases:
+                raise ValueError(f"holder {holder} already leases frame {seq}")
+            leases[seq] = new(Lease, (holder, seq, index, deadline))
+            self.holders[index] += 1
+        return seq
 
     def release(self, holder: int, seq: int) -> Release:
         lease = self.by_holder[holder].pop(seq, None)

@@ -43,7 +43,11 @@ if TYPE_CHECKING:
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 _DONTWAIT = socket.MSG_DONTWAIT
 _TIMEVALS = (struct.Struct("@ll"), struct.Struct("@qq"))  # SO_RCVTIMEO's struct timeval
-RECV_SLICE = 0.25  # s: the longest a socket-channel recv() blocks before looking at the time
+RECV_SLICE_US = 250_000  # the longest a socket-channel recv() blocks before looking at the time
+#: SO_RCVTIMEO counts whole kernel ticks (up to 10 ms), rounded up, and the
+#: kernel's timer wheel may fire up to 1/8 of a long timeout late: a recv()
+#: stops short of the deadline by this much (and the rest is a precise poll).
+_TICK_US = 10_000
 
 
 class Session:
@@ -63,7 +67,8 @@ class Session:
         self.closed = False
         self.gone: ProducerGone | None = None
         self._spin = spin
-        self._slices = False  # the control socket's recv() gives up every RECV_SLICE
+        self._timeval: struct.Struct | None = None  # SO_RCVTIMEO's layout (None: not usable)
+        self._recv_timeout_us = 0  # the SO_RCVTIMEO set now
         self._lock = threading.Lock()
         self._mapping: ReadOnlyMapping | None = None
         self.status: StatusBoard | None = None
@@ -97,7 +102,8 @@ class Session:
             # Python timeout would poll() first. Every other use passes
             # MSG_DONTWAIT.
             self._ctrl.settimeout(None)
-            self._slices = channel == SOCKET and self._slice_receives()
+            if channel == SOCKET:
+                self._timeval = self._find_timeval()
             if channel == ZMQ and policy == QUEUE:
                 self.send(protocol.CREDIT.encode(0))  # "connected": frames may flow
         except BaseException:
@@ -229,15 +235,16 @@ class Session:
         """The next FRAME on the control socket (channel "socket"): a
         blocking recv() per frame, one system call when one is waiting.
 
-        The recv() gives up every RECV_SLICE (SO_RCVTIMEO, set once); the
-        last stretch before the deadline is waited in epoll instead, whose
-        timer is precise where SO_RCVTIMEO rounds to the kernel's ticks.
+        The recv() gives up after at most RECV_SLICE_US (SO_RCVTIMEO) and
+        short of the deadline; the last stretch before the deadline is
+        waited in poll() instead, whose timer is precise where SO_RCVTIMEO
+        rounds to the kernel's ticks.
         """
         while True:
             if self.gone is not None:
                 raise self.gone
             remaining = None if deadline is None else deadline - time.monotonic()
-            if not self._slices or (remaining is not None and remaining <= RECV_SLICE):
+            if not self._recv_until(remaining):
                 announced = self._wait_readable(remaining)
                 if announced is not None:
                     return announced
@@ -249,7 +256,7 @@ class Session:
                 # thread meanwhile; close() shuts the socket down to wake us.
                 data = self._ctrl.recv(protocol.MAX_CONTROL_MESSAGE)
             except BlockingIOError:
-                continue  # a slice ran out: look at the deadline again
+                continue  # SO_RCVTIMEO ran out: look at the deadline again
             except OSError as exc:
                 if self.closed:
                     raise ProducerGone("the session is closed") from None
@@ -262,6 +269,32 @@ class Session:
                 raise ProducerGone("the session is closed")
             return self._on_control(data)
 
+    def _recv_until(self, remaining: float | None) -> bool:
+        """Set SO_RCVTIMEO for a blocking recv() within `remaining` s (None:
+        no deadline); False if the wait must be a poll() (too little time
+        left, or no usable SO_RCVTIMEO on this platform).
+
+        Whole milliseconds, so that `get(timeout)` in a loop finds the same
+        value set and costs no setsockopt() per frame.
+        """
+        timeval = self._timeval
+        if timeval is None:
+            return False
+        if remaining is None:
+            wait_us = RECV_SLICE_US
+        else:
+            wait_us = min(RECV_SLICE_US, int(remaining * 875) * 1000 - _TICK_US)
+            if wait_us <= 0:
+                return False
+        if wait_us != self._recv_timeout_us:
+            try:
+                self._ctrl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                      timeval.pack(wait_us // 1_000_000, wait_us % 1_000_000))
+            except OSError:
+                return False  # closed by another thread: the poll() path says so
+            self._recv_timeout_us = wait_us
+        return True
+
     def _wait_readable(self, remaining: float | None) -> Announcement | None:
         """Up to `remaining` s (none: one look) for the session's fd, then
         a FRAME if one came."""
@@ -273,18 +306,18 @@ class Session:
             raise ProducerGone("the session is closed")
         return self.try_receive()
 
-    def _slice_receives(self) -> bool:
-        """Make a blocking recv() give up after RECV_SLICE; False if this
-        platform's SO_RCVTIMEO takes neither timeval layout (then every
-        wait goes through epoll)."""
-        for layout in _TIMEVALS:  # 32-bit platforms with a 64-bit time_t take the second
+    def _find_timeval(self) -> struct.Struct | None:
+        """The struct timeval layout this platform's SO_RCVTIMEO takes (32-bit
+        platforms with a 64-bit time_t take the second); None if neither."""
+        for layout in _TIMEVALS:
             try:
                 self._ctrl.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                                      layout.pack(0, int(RECV_SLICE * 1e6)))
-                return True
+                                      layout.pack(0, RECV_SLICE_US))
             except OSError:
                 continue
-        return False
+            self._recv_timeout_us = RECV_SLICE_US
+            return layout
+        return None
 
     def _read_control(self) -> Announcement | None:
         """A FRAME from the control socket (channel "socket"), or the news

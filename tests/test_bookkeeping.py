@@ -33,7 +33,7 @@ def test_a_latest_consumer_gets_a_frame_only_when_it_has_credit():
     assert bus.recipients() == []
     index = bus.on_credit(sub, 1, now=0.0)  # asks: the newest frame, which it has not seen
     assert index is not None and bus.frames[index].seq == 1
-    bus.delivered(sub, index, deadline=10.0)
+    bus.delivered([sub], index, deadline=10.0)
     assert sub.credit == 0 and sub.last_seq == 1
     assert bus.on_credit(sub, 1, now=0.0) is None  # nothing newer yet: it waits
     _publish(bus, 2)
@@ -46,7 +46,7 @@ def test_a_queue_consumer_gets_every_frame_up_to_its_depth():
     for seq in (1, 2, 3):
         index = _publish(bus, seq)
         assert bus.recipients() == [sub]
-        bus.delivered(sub, index, deadline=10.0)
+        bus.delivered([sub], index, deadline=10.0)
     _publish(bus, 4)
     assert bus.recipients() == []  # full: the frame is dropped for it
 
@@ -54,9 +54,9 @@ def test_a_queue_consumer_gets_every_frame_up_to_its_depth():
 def test_drops_are_counted_from_sequence_gaps():
     bus = Bus(8, 2)
     sub = _admit(bus, policy=QUEUE, max_held=4, depth=4)
-    bus.delivered(sub, _publish(bus, 1), 10.0)
+    bus.delivered([sub], _publish(bus, 1), 10.0)
     _publish(bus, 2)
-    bus.delivered(sub, _publish(bus, 3), 10.0)
+    bus.delivered([sub], _publish(bus, 3), 10.0)
     assert sub.dropped == 1 and sub.delivered == 2
 
 
@@ -65,9 +65,9 @@ def test_a_release_frees_the_buffer_and_a_stale_one_is_only_counted():
     sub = _admit(bus, max_held=2)
     bus.on_credit(sub, 2, 0.0)
     first = _publish(bus, 1)
-    bus.delivered(sub, first, 1.0)
+    bus.delivered([sub], first, 1.0)
     second = _publish(bus, 2)
-    bus.delivered(sub, second, 1.0)
+    bus.delivered([sub], second, 1.0)
     assert bus.start_writing() is not None  # the third buffer
     assert bus.on_release(sub, [1], now=0.5) is True
     assert bus.revoke_expired(now=2.0) == 1  # frame 2's lease ran out
@@ -127,8 +127,8 @@ def test_bad_terms_are_refused():
 def test_removing_a_consumer_reclaims_its_leases():
     bus = Bus(8, 2)
     sub = _admit(bus, policy=QUEUE, max_held=2, depth=2)
-    bus.delivered(sub, _publish(bus, 1), 10.0)
-    bus.delivered(sub, _publish(bus, 2), 10.0)
+    bus.delivered([sub], _publish(bus, 1), 10.0)
+    bus.delivered([sub], _publish(bus, 2), 10.0)
     assert bus.remove(sub) == 2
     assert bus.counters["reclaimed"] == 2 and bus.leases.leased_count() == 0
     assert bus.remove(sub) == 0
@@ -137,8 +137,8 @@ def test_removing_a_consumer_reclaims_its_leases():
 def test_a_source_that_is_not_live_waits_for_a_full_queue_consumer():
     bus = Bus(8, 2, live=False)
     sub = _admit(bus, policy=QUEUE, max_held=1, depth=2)
-    bus.delivered(sub, _publish(bus, 1), 10.0)
-    bus.delivered(sub, _publish(bus, 2), 10.0)
+    bus.delivered([sub], _publish(bus, 1), 10.0)
+    bus.delivered([sub], _publish(bus, 2), 10.0)
     assert bus.start_writing() is None
     bus.on_release(sub, [1], 0.0)
     assert bus.start_writing() is not None
