@@ -12,7 +12,9 @@ gap, so no further coordination is needed while frames flow. A frame counts for
 the phase whose window holds its stamped timestamp. CPU time is each process's
 ``CLOCK_PROCESS_CPUTIME_ID`` (all its threads, ns resolution; psutil's
 ``cpu_times`` has only clock-tick resolution), read when the process first sees
-a window boundary pass.
+a window boundary pass. The producer's figure includes its helper processes
+(framebus's bus relays, which hold its zmq sockets), read through their own
+process CPU clocks.
 
 Every wait has a timeout; every child is joined, then terminated, then killed;
 the transport's shared resources and the cell's directory are removed on every
@@ -59,6 +61,30 @@ class CellError(RuntimeError):
 
 def _cpu_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID)
+
+
+class _Helpers:
+    """The child processes a producer side runs (framebus's bus relays), whose CPU
+    is the producer's: each read through its process CPU clock (what
+    ``clock_getcpuclockid()`` returns: ns, every thread), as this process's own."""
+
+    def __init__(self) -> None:
+        self.clocks = [((~child.pid) << 3) | 2 for child in psutil.Process().children(recursive=True)]
+
+    def read(self) -> list[int]:
+        """Each helper's CPU ns now (-1 for one that has exited)."""
+        times = []
+        for clock in self.clocks:
+            try:
+                times.append(time.clock_gettime_ns(clock))
+            except OSError:
+                times.append(-1)
+        return times
+
+    @staticmethod
+    def spent(before: list[int], after: list[int]) -> int:
+        """CPU ns the helpers spent between two reads (those alive at both)."""
+        return sum(b - a for a, b in zip(before, after) if a >= 0 and b >= 0)
 
 
 def _busy_cpu_s() -> float:
@@ -125,6 +151,7 @@ def _produce(side: ProducerSide, spec: CellSpec, maps_capture: bool, t0: int, ct
     capture = capture_buffer(spec.frame) if any(p.case == CAPTURE for p in spec.phases) else None
     seq = 0
     phases = []
+    helpers = _Helpers()  # (the consumers are attached: their relays run)
     for phase, (begin, start, stop) in zip(spec.phases, timing.windows(t0, len(spec.phases))):
         _sleep_until(begin, ctl)
         copy_in = phase.case == CAPTURE and not maps_capture
@@ -132,6 +159,7 @@ def _produce(side: ProducerSide, spec: CellSpec, maps_capture: bool, t0: int, ct
         next_t = begin
         published = dropped = 0
         cpu0: int | None = None
+        helpers0: list[int] = []
         while True:
             now = time.monotonic_ns()
             if period:
@@ -146,7 +174,7 @@ def _produce(side: ProducerSide, spec: CellSpec, maps_capture: bool, t0: int, ct
             if ctl[_STOP]:
                 raise _Stopped
             if cpu0 is None and now >= start:
-                cpu0 = _cpu_ns()
+                cpu0, helpers0 = _cpu_ns(), helpers.read()
             seq += 1
             if copy_in:  # the camera's frame is ready: copy it into the transport
                 ts = time.monotonic_ns()
@@ -163,7 +191,7 @@ def _produce(side: ProducerSide, spec: CellSpec, maps_capture: bool, t0: int, ct
                 published += 1
                 dropped += drops
                 ctl[_LAST] = seq
-        cpu = _cpu_ns() - cpu0 if cpu0 is not None else 0
+        cpu = _cpu_ns() - cpu0 + helpers.spent(helpers0, helpers.read()) if cpu0 is not None else 0
         phases.append({"published": published, "dropped": dropped, "cpu_ns": cpu})
     return {"phases": phases}
 

@@ -163,8 +163,8 @@ LEGEND = """\
   whose stamp it has read and verified.
 - **recv % (paced)**: frames received / frames published × consumers; below 100 the
   transport could not keep up with the paced rate and its latency is an overload figure.
-- **CPU µs/frame**: CPU time of the producer and every consumer process (all threads,
-  CLOCK_PROCESS_CPUTIME_ID) over the window / frames delivered to all consumers together,
+- **CPU µs/frame**: CPU time of the producer (with its helper processes: framebus's bus
+  relays) and every consumer process (all threads, process CPU clocks) over the window / frames delivered to all consumers together,
   i.e. per consumer-frame. Paced includes the wake-ups a live source costs.
 - **flat CPU µs prod/publish · cons/frame**: flat-out mode, the producer's CPU time / frames
   it published (per `publish()`, whatever the consumer count) · the consumers' CPU time

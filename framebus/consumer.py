@@ -180,10 +180,11 @@ class Consumer:
         self._check_open()
         releasing: list[int] = []
         if after is not None and after.drop_views():
-            session = after.session
-            if session.held.pop(after.seq, None) is not None and session is self._session:
+            owner = after.session
+            if owner.held.pop(after.seq, None) is not None and owner is self._session:
                 releasing.append(after.seq)
-        if self.held >= self.max_held:
+        session = self._session
+        if session is not None and len(session.held) >= self.max_held:
             raise FramebusError(f"consumer {self.name!r} already holds max_held={self.max_held} "
                                 f"frames; release one before asking for another")
         return releasing
@@ -241,10 +242,13 @@ class Consumer:
             raise exc
         self._drop_session()
 
-    def _wait_until(self, deadline: float | None) -> float:
+    def _wait_until(self, deadline: float | None) -> float | None:
         """How long to wait before asking again: a request or its answer can
         be lost (a relay that failed to deliver, a full socket), and a
-        `latest` consumer with a request out would otherwise wait for ever."""
+        `latest` consumer with a request out would otherwise wait for ever.
+        (A `queue` consumer asks for nothing: it waits for its deadline.)"""
+        if self.policy != LATEST:
+            return deadline
         retry = time.monotonic() + max(self.lease_timeout, 0.05)
         return retry if deadline is None else min(deadline, retry)
 
