@@ -56,6 +56,7 @@ _ACCEPTED = int(zmq.EVENT_ACCEPTED)
 _DISCONNECTED = int(zmq.EVENT_DISCONNECTED)
 _EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
+_MORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK  # (plain ints: an enum's | costs a call per message)
 _PEERCRED = struct.Struct("3i")
 
 
@@ -102,10 +103,15 @@ class Relay:
     def _send(self, data: bytes) -> None:
         count = data[1]
         payload = data[2 + TOKEN * count:]
+        send = self.router.send
         for n in range(count):
             token = data[2 + TOKEN * n:2 + TOKEN * (n + 1)]
             try:
-                self.router.send_multipart((token, payload), _NOBLOCK)
+                # ROUTER refuses a message (ROUTER_MANDATORY: unknown peer, or
+                # its pipe full) at its first part, never after: a routing id
+                # accepted means the payload goes too.
+                send(token, _MORE_NOBLOCK)
+                send(payload, _NOBLOCK)
                 self.counters["sent"] += 1
             except zmq.ZMQError:  # not connected yet, gone, or not reading (HWM)
                 self.counters["unsent"] += 1

@@ -74,8 +74,13 @@ class Session:
         self.status: StatusBoard | None = None
         self._ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         self._dealer: zmq.Socket[bytes] | None = None
-        self._epoll: select.epoll | None = None  # zmq channel: the control socket and zmq's fd
-        self._readable: select.poll | None = None  # socket channel: the control socket
+        self._epoll: select.epoll | None = None  # zmq channel: `fileno()` for event loops
+        #: what a waiting get() sleeps on: the control socket (and zmq's fd).
+        #: poll(), not epoll: poll() holds each file while it sleeps, so a
+        #: close() in another thread, which shuts the control socket down and
+        #: closes it at once, still wakes it; epoll drops a closed file's
+        #: readiness, and a waiter that had not yet collected it sleeps on.
+        self._readable = select.poll()
         self._ctrl = handshake.connect(path, timeout, producer_uid=producer_uid)
         try:
             token, endpoint = self._handshake(timeout, name, policy, max_held, depth)
@@ -85,10 +90,8 @@ class Session:
             # of a FRAME wakes the one waiter and nothing else. On the zmq
             # channel, an epoll set of the control socket and the DEALER's
             # notification fd.
-            if channel == SOCKET:
-                self._readable = select.poll()
-                self._readable.register(self._ctrl.fileno(), select.POLLIN)
-            else:
+            self._readable.register(self._ctrl.fileno(), select.POLLIN)
+            if channel == ZMQ:
                 self._epoll = select.epoll(2)
                 self._epoll.register(self._ctrl.fileno(), select.EPOLLIN)
                 self._ctx = zmq.Context(io_threads=1)
@@ -97,6 +100,7 @@ class Session:
                 self._dealer.setsockopt(zmq.ROUTING_ID, token)
                 self._dealer.connect(endpoint)
                 self._epoll.register(self._dealer.fileno(), select.EPOLLIN)  # zmq.FD
+                self._readable.register(self._dealer.fileno(), select.POLLIN)
             # Blocking from now on: the socket channel's wait for a FRAME is
             # then one recv() with a kernel timeout (SO_RCVTIMEO), where a
             # Python timeout would poll() first. Every other use passes
@@ -216,7 +220,6 @@ class Session:
     def _wait_dealer(self, deadline: float | None, timeout: float | None) -> Announcement:
         """The next FRAME from zmq (channel "zmq"), reading the control
         socket only when it has something (a goodbye, a hang-up)."""
-        assert self._epoll is not None
         ctrl = self._ctrl.fileno()
         while True:
             if self.gone is not None:
@@ -227,7 +230,7 @@ class Session:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise Timeout(f"no frame within {timeout} s")
-            for fd, _ in self._epoll.poll(-1 if remaining is None else remaining):
+            for fd, _ in self._readable.poll(None if remaining is None else remaining * 1000):
                 if fd == ctrl:
                     self._read_control()  # on this channel: raises, or nothing yet
 
@@ -299,7 +302,6 @@ class Session:
         """Up to `remaining` s (none: one look) for the session's fd, then
         a FRAME if one came."""
         if remaining is None or remaining > 0:
-            assert self._readable is not None
             # (close() in another thread shuts the socket down: this returns)
             self._readable.poll(None if remaining is None else remaining * 1000)
         if self.closed:

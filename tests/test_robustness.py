@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -153,10 +154,11 @@ def test_a_credit_sent_just_after_a_publish_is_answered_when_publishing_stops(so
             time.sleep(0.005)
 
 
+@pytest.mark.parametrize("policy", ["latest", "queue"])
 @pytest.mark.parametrize("channel", ["zmq", "socket"])
-def test_closing_a_consumer_wakes_a_get_waiting_in_another_thread(sock, channel):
-    with framebus.Producer(sock, FMT, buffers=4, reserve=1):
-        cam = framebus.Consumer(sock, channel=channel)
+def test_closing_a_consumer_wakes_a_get_waiting_in_another_thread(sock, channel, policy):
+    with framebus.Producer(sock, FMT, buffers=6, reserve=1):
+        cam = framebus.Consumer(sock, channel=channel, policy=policy)
         # nothing is published
         thread, outcome = _close_while_waiting(lambda: cam.get(timeout=20), cam.close, 5)
         assert not thread.is_alive(), "get() still waits after close()"
@@ -186,6 +188,34 @@ def test_get_with_timeout_zero_returns_a_frame_already_waiting(sock, channel):
         assert got == seqs
         with pytest.raises(framebus.Timeout):
             cam.get(timeout=0)
+
+
+@pytest.mark.parametrize("timeout", [0.02, 0.15, 0.4])
+def test_a_socket_channel_get_times_out_no_earlier_than_asked(sock, timeout):
+    """get(timeout) waits in one blocking recv() whose kernel timeout
+    (SO_RCVTIMEO, counted in ticks and rounded up) is set short of the
+    deadline, then polls the rest: never a Timeout before the time asked,
+    and a frame published while it waits is taken."""
+    with framebus.Producer(sock, FMT, buffers=8, reserve=1) as bus, \
+            framebus.Consumer(sock, channel="socket", policy="queue", depth=4, max_held=1) as cam:
+        _publish(bus)
+        cam.get(timeout=5).release()
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(framebus.Timeout):
+                cam.get(timeout=timeout)
+            assert time.monotonic() - started >= timeout
+        with socket.socket(fileno=os.dup(cam.fileno())) as conn:
+            sec, usec = struct.unpack("@ll", conn.getsockopt(socket.SOL_SOCKET,
+                                                              socket.SO_RCVTIMEO, 16))
+        assert 0 < sec + usec / 1e6 < timeout  # the kernel's timer ends within the deadline
+        publisher = threading.Timer(timeout / 2, _publish, (bus,))
+        publisher.start()
+        try:
+            with cam.get(timeout=timeout + 5) as frame:
+                assert frame.seq == 2
+        finally:
+            publisher.join(5)
 
 
 def test_closing_a_reconnecting_consumer_during_get_does_not_attach_again(sock):
