@@ -166,8 +166,8 @@ LEGEND = """\
 - **CPU µs/frame**: CPU time of the producer (with its helper processes: framebus's bus
   relays) and every consumer process (all threads, process CPU clocks) over the window / frames delivered to all consumers together,
   i.e. per consumer-frame. Paced includes the wake-ups a live source costs.
-- **flat CPU µs prod/publish · cons/frame**: flat-out mode, the producer's CPU time / frames
-  it published (per `publish()`, whatever the consumer count) · the consumers' CPU time
+- **flat CPU µs prod/publish · cons/frame**: flat-out mode, the producer's CPU time (its
+  helpers' included) / frames it published (per `publish()`, whatever the consumer count) · the consumers' CPU time
   together / frames delivered to them.
 - **RSS/USS**: peak RSS (getrusage) and USS at the end (psutil) of the producer and of the
   largest consumer, max over both modes.

@@ -45,9 +45,10 @@ _DONTWAIT = socket.MSG_DONTWAIT
 _TIMEVALS = (struct.Struct("@ll"), struct.Struct("@qq"))  # SO_RCVTIMEO's struct timeval
 RECV_SLICE_US = 250_000  # the longest a socket-channel recv() blocks before looking at the time
 #: SO_RCVTIMEO counts whole kernel ticks (up to 10 ms), rounded up, and the
-#: kernel's timer wheel may fire up to 1/8 of a long timeout late: a recv()
-#: stops short of the deadline by this much (and the rest is a precise poll).
+#: kernel's timer wheel may fire a long timeout up to 1/8 of it late: a recv()
+#: waits at most 7/8 of the time left less a tick (the rest is a precise poll).
 _TICK_US = 10_000
+_WHEEL_SLACK = 1 / 8
 
 
 class Session:
@@ -286,7 +287,7 @@ class Session:
         if remaining is None:
             wait_us = RECV_SLICE_US
         else:
-            wait_us = min(RECV_SLICE_US, int(remaining * 875) * 1000 - _TICK_US)
+            wait_us = min(RECV_SLICE_US, int(remaining * (1 - _WHEEL_SLACK) * 1000) * 1000 - _TICK_US)
             if wait_us <= 0:
                 return False
         if wait_us != self._recv_timeout_us:
