@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from enum import Enum
-from typing import Iterable, NamedTuple
+from typing import NamedTuple, Sequence
 
 
 class Lease(NamedTuple):
@@ -102,17 +102,21 @@ class LeaseTable:
         self.grant_each((holder,), index, deadline)
         return self.by_holder[holder][self.seqs[index]]
 
-    def grant_each(self, holders: Iterable[int], index: int, deadline: float) -> int:
+    def grant_each(self, holders: Sequence[int], index: int, deadline: float) -> int:
         """A lease for each of `holders` on the frame in `index`, until
         `deadline` (the leases of one frame sent to several consumers, in
-        one call); returns the frame's seq."""
+        one call); returns the frame's seq. All or none: ValueError if one
+        of them leases it already."""
         seq = self.seqs[index]
         if seq == 0 or self.writing[index]:
             raise ValueError(f"buffer {index} holds no published frame")
         by_holder, new = self.by_holder, tuple.__new__  # (a NamedTuple's own __new__ is Python)
-        for holder in holders:
+        for granted, holder in enumerate(holders):
             leases = by_holder[holder]
             if seq in leases:
+                for earlier in holders[:granted]:
+                    del by_holder[earlier][seq]
+                self.holders[index] -= granted
                 raise ValueError(f"holder {holder} already leases frame {seq}")
             leases[seq] = new(Lease, (holder, seq, index, deadline))
             self.holders[index] += 1

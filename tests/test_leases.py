@@ -50,6 +50,24 @@ def test_a_holder_cannot_release_another_holders_lease():
     assert table.holders[index] == 1
 
 
+def test_one_frame_granted_to_several_holders_in_one_call():
+    table = LeaseTable(2)
+    for holder in (1, 2, 3):
+        table.add_holder(holder)
+    index = published(table, 7)
+    assert table.grant_each([1, 3], index, deadline=10) == 7
+    assert table.holders[index] == 2
+    assert table.seqs_held(1) == table.seqs_held(3) == [7] and table.seqs_held(2) == []
+    lease = table.by_holder[3][7]
+    assert (lease.holder, lease.seq, lease.index, lease.deadline) == (3, 7, index, 10)
+    with pytest.raises(ValueError, match="already leases"):
+        table.grant_each([2, 1], index, deadline=10)  # holder 1 has it already: none granted
+    assert table.seqs_held(2) == [] and table.holders[index] == 2
+    assert table.release(1, 7) is Release.RELEASED
+    assert table.release(3, 7) is Release.RELEASED
+    assert table.holders[index] == 0
+
+
 def test_shared_frame_stays_leased_until_every_holder_releases():
     table = LeaseTable(2)
     table.add_holder(1)
