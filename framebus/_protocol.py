@@ -274,6 +274,8 @@ def decode_release(payload: bytes) -> tuple[int, int, int] | None:
 #: CREDIT 1, the request a `latest` consumer sends for each frame: built once,
 #: and recognised by the producer with one comparison.
 CREDIT_ONE = CREDIT.encode(1)
+#: CREDIT 0: a `queue` consumer on zmq says "connected" (frames may flow).
+CREDIT_ZERO = CREDIT.encode(0)
 
 
 def decode_bus(payload: bytes) -> Decoded:

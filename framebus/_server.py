@@ -355,6 +355,10 @@ class Server:
                  sub.name, sub.peer.pid, why, reclaimed)
 
     def _forget(self, sub: Subscriber) -> int:
+        # The frame sent last is booked first, while every subscriber it
+        # went to is still known (a publish can come in while the lock is
+        # released for a relay's start, in the same pass that drops `sub`).
+        self.delivery.book()
         reclaimed = self.bus.remove(sub)
         relay = self.relays.get(sub.peer.uid) if sub.channel == ZMQ else None
         if relay is not None:

@@ -32,6 +32,7 @@ from . import _handshake as handshake, _protocol as protocol
 from ._board import StatusBoard
 from ._mapping import ReadOnlyMapping
 from ._protocol import QUEUE, SOCKET, ZMQ, Announcement
+from ._wakeup import WakePipe
 from .buffers import BufferTable
 from .errors import ProducerGone, ProtocolError, Timeout
 from .formats import FrameFormat
@@ -82,6 +83,13 @@ class Session:
         #: closes it at once, still wakes it; epoll drops a closed file's
         #: readiness, and a waiter that had not yet collected it sleeps on.
         self._readable = select.poll()
+        #: zmq channel: a send (of a release, from any thread) also takes in
+        #: zmq's pending commands, which quiets zmq's fd even with a FRAME
+        #: waiting to be read; a get() asleep on it (`_asleep`) is then woken
+        #: through this pipe instead (`_woken`: written, not yet drained).
+        self._wake: WakePipe | None = None
+        self._asleep = False
+        self._woken = False
         self._ctrl = handshake.connect(path, timeout, producer_uid=producer_uid)
         try:
             token, endpoint = self._handshake(timeout, name, policy, max_held, depth)
@@ -102,6 +110,9 @@ class Session:
                 self._dealer.connect(endpoint)
                 self._epoll.register(self._dealer.fileno(), select.EPOLLIN)  # zmq.FD
                 self._readable.register(self._dealer.fileno(), select.POLLIN)
+                self._wake = WakePipe()
+                self._epoll.register(self._wake.fileno(), select.EPOLLIN)
+                self._readable.register(self._wake.fileno(), select.POLLIN)
             # Blocking from now on: the socket channel's wait for a FRAME is
             # then one recv() with a kernel timeout (SO_RCVTIMEO), where a
             # Python timeout would poll() first. Every other use passes
@@ -110,7 +121,7 @@ class Session:
             if channel == SOCKET:
                 self._timeval = self._find_timeval()
             if channel == ZMQ and policy == QUEUE:
-                self.send(protocol.CREDIT.encode(0))  # "connected": frames may flow
+                self.send(protocol.CREDIT_ZERO)  # "connected": frames may flow
         except BaseException:
             self.close()
             raise
@@ -170,8 +181,14 @@ class Session:
             if self.closed or self.gone is not None:
                 return
             try:
-                if self._dealer is not None:
-                    self._dealer.send(payload, _NOBLOCK)
+                dealer = self._dealer
+                if dealer is not None:
+                    dealer.send(payload, _NOBLOCK)
+                    if self._asleep and not self._woken and \
+                            cast(int, dealer.getsockopt(_EVENTS)) & _POLLIN:
+                        assert self._wake is not None
+                        self._woken = True
+                        self._wake.wake()
                 else:
                     self._ctrl.send(payload, _DONTWAIT)
             except (zmq.ZMQError, OSError):
@@ -215,7 +232,13 @@ class Session:
         with self._lock:
             if self.closed:
                 raise ProducerGone("the session is closed")
-            payload = dealer.recv(_NOBLOCK) if cast(int, dealer.getsockopt(_EVENTS)) & _POLLIN else None
+            if self._woken:
+                assert self._wake is not None
+                self._woken = False
+                self._wake.drain()
+            waiting = cast(int, dealer.getsockopt(_EVENTS)) & _POLLIN
+            payload = dealer.recv(_NOBLOCK) if waiting else None
+            self._asleep = not waiting  # (the caller sleeps on the fds next)
         return None if payload is None else protocol.decode_frame(payload)
 
     def _wait_dealer(self, deadline: float | None, timeout: float | None) -> Announcement:
@@ -369,6 +392,8 @@ class Session:
                 self._ctx.term()
             if self._epoll is not None:
                 self._epoll.close()
+            if self._wake is not None:
+                self._wake.close()
             try:
                 self._ctrl.shutdown(socket.SHUT_RDWR)  # wakes a recv() in another thread
             except OSError:

@@ -10,6 +10,7 @@ readable when a frame may be waiting, for event loops; `await cam.aget()` and
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from typing import AsyncIterator, Iterator, Mapping
@@ -192,7 +193,7 @@ class Consumer:
     def _next(self, timeout: float | None, after: Frame | None = None) -> Frame:
         """`get()`, releasing `after` first in the same message as the request."""
         releasing = self._start(after)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout)
         while True:
             session = self._session or self._reattach(deadline, timeout)
             try:
@@ -212,7 +213,7 @@ class Consumer:
     async def _anext(self, timeout: float | None, after: Frame | None = None) -> Frame:
         releasing = self._start(after)
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout)
         while True:
             session = self._session
             if session is None:
@@ -242,13 +243,10 @@ class Consumer:
             raise exc
         self._drop_session()
 
-    def _wait_until(self, deadline: float | None) -> float | None:
+    def _wait_until(self, deadline: float | None) -> float:
         """How long to wait before asking again: a request or its answer can
         be lost (a relay that failed to deliver, a full socket), and a
-        `latest` consumer with a request out would otherwise wait for ever.
-        (A `queue` consumer asks for nothing: it waits for its deadline.)"""
-        if self.policy != LATEST:
-            return deadline
+        consumer with a request out would otherwise wait for ever."""
         retry = time.monotonic() + max(self.lease_timeout, 0.05)
         return retry if deadline is None else min(deadline, retry)
 
@@ -260,6 +258,8 @@ class Consumer:
             raise Timeout(f"no frame within {timeout} s")
         if self.policy == LATEST and self._credit_pending:
             session.send(protocol.CREDIT_ONE)
+        elif self.policy != LATEST and self.channel == ZMQ and not self._last_seq:
+            session.send(protocol.CREDIT_ZERO)  # "connected", again: the first may be lost
 
     def _ask(self, session: Session, releasing: list[int]) -> None:
         """Release and ask for a frame, in one message where possible."""
@@ -331,6 +331,15 @@ class Consumer:
             frame.drop_views()
         session.held.clear()
         session.close()
+
+
+def _deadline(timeout: float | None) -> float | None:
+    """When a get(timeout) gives up (None: never)."""
+    if timeout is None or timeout == math.inf:
+        return None
+    if math.isnan(timeout):
+        raise ValueError("timeout must be a number of seconds or None, not NaN")
+    return time.monotonic() + timeout
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, fd: int, deadline: float | None,

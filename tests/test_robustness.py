@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import select
 import signal
 import socket
 import struct
@@ -216,6 +218,86 @@ def test_a_socket_channel_get_times_out_no_earlier_than_asked(sock, timeout):
                 assert frame.seq == 2
         finally:
             publisher.join(5)
+
+
+def test_a_release_sent_while_a_zmq_get_goes_to_sleep_does_not_hide_a_waiting_frame(sock):
+    """A zmq send takes in zmq's pending commands, which quiets zmq's fd even
+    with a FRAME waiting to be read. A get() that found no frame and is about
+    to sleep on that fd must still be woken when a release (sent from another
+    thread, or another asyncio task) swallows the news. The release is put in
+    that window by wrapping the session's poll: the race is otherwise a
+    matter of microseconds. The lease timeout is long, so the consumer's retry
+    timer cannot hide a missed wake-up, which sleeps to the get's deadline."""
+    with framebus.Producer(sock, FMT, buffers=8, reserve=1, lease_timeout=60) as bus, \
+            framebus.Consumer(sock, policy="queue", depth=4, max_held=2) as cam:
+        first = None
+        while first is None:  # until its bus channel is up
+            _publish(bus)
+            try:
+                first = cam.get(timeout=0.2)
+            except framebus.Timeout:
+                continue
+        session = cam._session
+        assert session is not None and session._dealer is not None
+        real = session._readable
+        zmq_news = select.poll()
+        zmq_news.register(session._dealer.fileno(), select.POLLIN)
+        sent: list[int] = []
+
+        class ReleaseBeforeSleeping:
+            def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
+                session._readable = real  # (once)
+                sent.append(_publish(bus))  # the next frame comes in ...
+                assert zmq_news.poll(5000), "zmq never signalled the frame"
+                first.release()  # ... and a send takes in zmq's news of it
+                assert not zmq_news.poll(0)  # (what the race does: zmq's fd is quiet)
+                return real.poll(timeout)
+
+        session._readable = ReleaseBeforeSleeping()  # type: ignore[assignment]
+        started = time.monotonic()
+        with cam.get(timeout=10) as frame:
+            assert frame.seq == sent[0]
+        assert time.monotonic() - started < 5, "get() slept to its deadline on a waiting frame"
+
+
+@pytest.mark.parametrize("channel", ["zmq", "socket"])
+def test_an_infinite_timeout_waits_like_none_and_nan_is_refused(sock, channel):
+    with framebus.Producer(sock, FMT, buffers=8, reserve=1) as bus, \
+            framebus.Consumer(sock, channel=channel, max_held=1) as cam:
+        with pytest.raises(ValueError, match="NaN"):
+            cam.get(timeout=math.nan)
+        publisher = threading.Timer(0.3, _publish, (bus,))
+        publisher.start()
+        try:
+            with cam.get(timeout=math.inf) as frame:
+                assert frame.seq == 1
+        finally:
+            publisher.join(5)
+
+
+def test_a_consumer_dropped_before_the_last_frame_is_booked_leaves_the_books_straight(sock):
+    """publish() leaves a frame's booking (its leases) to the next call under
+    the producer's lock. The server thread can drop a consumer in between
+    (it releases the lock while a relay starts, and a publish comes in): the
+    frame is booked first, while every consumer it went to is still known."""
+    with framebus.Producer(sock, FMT, buffers=8, reserve=1) as bus, \
+            framebus.Consumer(sock, name="a", channel="socket", policy="queue", depth=2,
+                              max_held=1) as a, \
+            framebus.Consumer(sock, name="b", channel="socket", policy="queue", depth=2,
+                              max_held=1) as b:
+        _publish(bus)
+        a.get(timeout=5).release()
+        b.get(timeout=5).release()
+        seq = _publish(bus)  # sent to both; its booking waits for the next call
+        server = bus._server
+        assert server is not None
+        with bus._lock:
+            gone = next(s for s in bus._bus.subscribers.values() if s.name == "b")
+            server._drop(gone, "dropped by the test")
+        bus.discard(bus.acquire(timeout=5))  # books (and reads the acks)
+        with a.get(timeout=5) as frame:
+            assert frame.seq == seq
+        assert [c["name"] for c in bus.stats()["consumers"]] == ["a"]
 
 
 def test_closing_a_reconnecting_consumer_during_get_does_not_attach_again(sock):
