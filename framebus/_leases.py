@@ -97,11 +97,6 @@ class LeaseTable:
         return sum(1 for h in self.holders if h)
 
     # The consumers' side.
-    def grant(self, holder: int, index: int, deadline: float) -> Lease:
-        """A lease for `holder` on the frame in `index`, until `deadline`."""
-        self.grant_each((holder,), index, deadline)
-        return self.by_holder[holder][self.seqs[index]]
-
     def grant_each(self, holders: Sequence[int], index: int, deadline: float) -> int:
         """A lease for each of `holders` on the frame in `index`, until
         `deadline` (the leases of one frame sent to several consumers, in

@@ -97,8 +97,9 @@ class Session:
             # socket channel that is the control socket itself (FRAMEs, BYE,
             # EOF): no epoll set is registered on it, so the producer's send
             # of a FRAME wakes the one waiter and nothing else. On the zmq
-            # channel, an epoll set of the control socket and the DEALER's
-            # notification fd.
+            # channel, an epoll set of the control socket, the DEALER's
+            # notification fd and the wake-up pipe (`_readable` holds the same
+            # three for get()'s own waits).
             self._readable.register(self._ctrl.fileno(), select.POLLIN)
             if channel == ZMQ:
                 self._epoll = select.epoll(2)

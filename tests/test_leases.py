@@ -16,11 +16,11 @@ def test_a_leased_buffer_is_never_handed_out_for_writing():
     table = LeaseTable(2)
     table.add_holder(1)
     a = published(table, 1)
-    table.grant(1, a, deadline=10)
+    table.grant_each([1], a, deadline=10)
     b = table.start_writing()
     assert b != a
     table.published(b, 2)
-    table.grant(1, b, deadline=10)
+    table.grant_each([1], b, deadline=10)
     assert table.start_writing() is None  # both leased
 
 
@@ -34,7 +34,7 @@ def test_release_frees_the_buffer_and_a_second_release_is_unknown():
     table = LeaseTable(1)
     table.add_holder(1)
     index = published(table, 1)
-    table.grant(1, index, deadline=10)
+    table.grant_each([1], index, deadline=10)
     assert table.release(1, 1) is Release.RELEASED
     assert table.release(1, 1) is Release.UNKNOWN
     assert table.start_writing() == index
@@ -45,7 +45,7 @@ def test_a_holder_cannot_release_another_holders_lease():
     table.add_holder(1)
     table.add_holder(2)
     index = published(table, 1)
-    table.grant(1, index, deadline=10)
+    table.grant_each([1], index, deadline=10)
     assert table.release(2, 1) is Release.UNKNOWN
     assert table.holders[index] == 1
 
@@ -73,8 +73,8 @@ def test_shared_frame_stays_leased_until_every_holder_releases():
     table.add_holder(1)
     table.add_holder(2)
     index = published(table, 1)
-    table.grant(1, index, deadline=10)
-    table.grant(2, index, deadline=10)
+    table.grant_each([1], index, deadline=10)
+    table.grant_each([2], index, deadline=10)
     table.release(1, 1)
     assert table.holders[index] == 1
     table.release(2, 1)
@@ -85,7 +85,7 @@ def test_removing_a_holder_reclaims_all_its_leases():
     table = LeaseTable(3)
     table.add_holder(1)
     for seq in (1, 2):
-        table.grant(1, published(table, seq), deadline=10)
+        table.grant_each([1], published(table, seq), deadline=10)
     assert len(table.remove_holder(1)) == 2
     assert table.free_count() == 3
 
@@ -94,7 +94,7 @@ def test_expired_leases_are_revoked_and_their_late_release_is_harmless():
     table = LeaseTable(2)
     table.add_holder(1)
     index = published(table, 1)
-    table.grant(1, index, deadline=5.0)
+    table.grant_each([1], index, deadline=5.0)
     assert table.next_deadline() == 5.0
     assert table.revoke_expired(now=4.9) == []
     [lease] = table.revoke_expired(now=5.0)
@@ -106,10 +106,10 @@ def test_stale_release_cannot_free_a_newer_frame_in_the_same_buffer():
     table = LeaseTable(1)
     table.add_holder(1)
     index = published(table, 1)
-    table.grant(1, index, deadline=1.0)
+    table.grant_each([1], index, deadline=1.0)
     table.revoke_expired(now=2.0)
     assert published(table, 2) == index
-    table.grant(1, index, deadline=10.0)
+    table.grant_each([1], index, deadline=10.0)
     assert table.release(1, 1) is Release.LATE  # the old frame's release
     assert table.holders[index] == 1  # the new frame is still leased
 
@@ -118,10 +118,10 @@ def test_grant_of_an_unpublished_buffer_is_a_bug():
     table = LeaseTable(1)
     table.add_holder(1)
     with pytest.raises(ValueError):
-        table.grant(1, 0, deadline=1)
+        table.grant_each([1], 0, deadline=1)
     index = table.start_writing()
     with pytest.raises(ValueError):
-        table.grant(1, index, deadline=1)
+        table.grant_each([1], index, deadline=1)
     table.abandon(index)
     with pytest.raises(ValueError):
         table.abandon(index)
